@@ -1,0 +1,100 @@
+"""The `datagen` command: parse, call the library, render with rich, map errors to exit codes.
+
+Exit codes: 0 done, 1 a run that stopped on its own (NaN loss, internal error), 2 bad input,
+130 interrupted with Ctrl-C (after saving a checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from datagen import nets, recipes, train as training
+from datagen.errors import DatagenError
+from datagen.report import console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Grow a small labeled image set into a larger, faithfully labeled one with SelfExGAN.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command("train")
+def train_cmd(
+    dataset: Optional[str] = typer.Argument(None, help="mnist-5k, digits, mnist, fashion-mnist, svhn, cifar10, celeba, an ImageFolder directory or an .h5 file. Optional with --resume."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe name (see `datagen recipes`) or .toml path; default: the dataset's own."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Total epochs (with --resume: train until this many)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2),
+    seed: int = typer.Option(0, "--seed", help="Seeds initialisation, data order and noise: same seed, same run on CPU."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<dataset>-<time>)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set train.lr=2e-4 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (default runs/latest) from its last checkpoint."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where torchvision datasets are downloaded (default ~/.cache/datagen)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and each net's layer shapes, then exit."),
+) -> None:
+    """Train SelfExGAN (E, G, D1, D2) on a dataset's train split."""
+    opts = training.TrainOptions(dataset=dataset, recipe=recipe, overrides=set_, epochs=epochs, batch_size=batch_size,
+                                 seed=seed, device=device, out=out, resume=resume, data_root=data_root)
+    plan = training.prepare(opts)
+    if dry_run:
+        print(training.dry_run_report(plan))
+        return
+    result = training.fit(plan)
+    if result.message:
+        console.print(result.message, highlight=False)
+    if result.status == "failed":
+        raise typer.Exit(1)
+    if result.status == "interrupted":
+        raise typer.Exit(130)
+    if result.last_epoch:
+        last = result.last_epoch
+        samples = result.out / "samples" / f"epoch-{last['epoch']:03d}-recon.png"
+        console.print(f"done: {result.epoch} epochs, {result.step} steps -> {result.out}\n"
+                      f"reconstructions: {samples}\nfinal losses: "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in result.final_losses.items()), highlight=False)
+
+
+@app.command("recipes")
+def recipes_cmd() -> None:
+    """List the built-in recipes: image size, channels, latent size and parameters per net."""
+    table = Table(title="datagen recipes")
+    for col in ("name", "model", "image", "latent", "E", "G", "D1", "D2", "source"):
+        table.add_column(col, justify="right" if col in ("E", "G", "D1", "D2", "latent") else "left")
+    for name in recipes.builtin_names():
+        r = recipes.load(name)
+        built = dict(nets.build(r).items())
+        count = lambda key: f"{nets.parameter_count(built[key]):,}" if key in built else "-"
+        table.add_row(name, r.model, f"{r.image.size}x{r.image.size}x{r.image.channels}", str(r.latent.dim),
+                      count("encoder"), count("generator"), count("d1"), count("d2"), r.source)
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point: one line on stderr and exit 2 for bad input, never a traceback."""
+    try:
+        app()
+    except DatagenError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]aborted[/yellow]")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+        if os.environ.get("DATAGEN_DEBUG"):
+            raise
+        console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (set DATAGEN_DEBUG=1 for the traceback)",
+                      highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The run directory: its files, its status, the metrics log, and the `runs/latest` pointer."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from datagen.errors import DatagenError
+
+RUNS_ROOT = Path("runs")
+
+
+def safe_name(text: str) -> str:
+    """A user-supplied name made safe to use as one path component."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(text).name if ("/" in text or os.sep in text) else text).strip("-.")
+    return name or "data"
+
+
+def default_dir(dataset: str, root: Path = RUNS_ROOT) -> Path:
+    stem = safe_name(Path(dataset).stem if Path(dataset).suffix in (".h5", ".hdf5") else dataset)
+    return root / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def holds_run(path: Path) -> bool:
+    return (path / "checkpoints").exists() or (path / "metrics.jsonl").exists() or (path / "run.json").exists()
+
+
+def check_new(path: Path) -> None:
+    """A new run may go into a missing or empty directory only."""
+    if path.exists() and not path.is_dir():
+        raise DatagenError(f"--out {path} is a file; give a directory for the run")
+    if path.is_dir() and holds_run(path):
+        raise DatagenError(f"{path} already holds a run: add --resume to continue it, or choose another --out")
+
+
+def create(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "checkpoints").mkdir(exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise DatagenError(f"cannot write the run directory {path} ({exc.strerror}); choose a writable --out") from None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise DatagenError(f"cannot read {path}; is this a datagen run directory?") from None
+
+
+def set_status(run: Path, status: str, **extra: Any) -> None:
+    info = read_json(run / "run.json") if (run / "run.json").exists() else {}
+    info.update(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra)
+    write_json(run / "run.json", info)
+
+
+def point_latest(run: Path, root: Path = RUNS_ROOT) -> None:
+    """Make root/latest point at `run` when the run lives in root (the default place for runs)."""
+    try:
+        if run.resolve().parent != root.resolve():
+            return
+        link = root / "latest"
+        tmp = root / f".latest.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run.name, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        pass  # a filesystem without symlinks: runs are still found by path
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per logged step, flushed as written."""
+
+    def __init__(self, path: Path, keep_until_step: int | None = None):
+        self.path = path
+        if keep_until_step is not None and path.exists():
+            # Lines logged after the checkpoint we resume from would be logged again: drop them.
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        self._fh = path.open("a")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,249 @@
+"""The model: sphere projection, the KL term of Eq. 4.5, the D step and the E/G step.
+
+SelfExGAN (Chapter 3, §4.1), per iteration:
+    z_e = proj(E(x)),  x_hat = G(z_e),  z_hat = proj(E(x_hat)),  x_n = G(z_n) with z_n ~ N(0, I)
+    D1: real x  vs fake x_hat, x_n
+    D2: real (x, z_e)  vs fake (x_hat, z_e), (x, z_hat)
+E and G minimise the same objective with the labels flipped (non-saturating BCE), plus the KL
+term on the batch statistics of the projected codes. No reconstruction loss: the options
+`recon_weight` and `latent_cycle_weight` are named additions beyond the thesis, off by default.
+
+`bigan` (Donahue et al.) is the comparison on the same nets: D2 alone, real (x, z_e) vs fake
+(G(z_n), z_n). `autoencoder` is the non-adversarial floor: L1 reconstruction + KL, no D.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datagen.nets import Nets
+from datagen.recipes import Recipe
+
+
+def project(e: torch.Tensor, center: float, radius: float) -> torch.Tensor:
+    """Eqs. 4.1-4.4: move E's sigmoid output e onto a sphere, along its direction from 0.5."""
+    direction = e - 0.5
+    norm = direction.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    return center + radius * direction / norm
+
+
+def kl_to_unit_gaussian(z: torch.Tensor) -> torch.Tensor:
+    """Eq. 4.5 on the batch statistics of z, averaged over the M latent dimensions.
+
+    Per dimension KL(N(mu, s^2) || N(0, 1)) = (s^2 + mu^2)/2 - log s - 1/2 (Appendix A, Eq. A.10).
+    (Eq. 4.5 as printed writes -M/2 outside a 1/M mean and calls s the variance; both are typos.)
+    """
+    mu = z.mean(dim=0)
+    var = z.var(dim=0, unbiased=False).clamp_min(1e-8)
+    return ((var + mu.pow(2)) / 2 - 0.5 * var.log() - 0.5).mean()
+
+
+def real_logit(out: torch.Tensor) -> torch.Tensor:
+    """One logit per sample from a 1-unit (sigmoid) or 2-unit (softmax) head.
+
+    For a 2-way softmax p(real) = sigmoid(l1 - l0), so BCE on l1 - l0 is exactly its cross-entropy.
+    """
+    return out[:, 0] if out.shape[1] == 1 else out[:, 1] - out[:, 0]
+
+
+def bce(out: torch.Tensor, target: float) -> torch.Tensor:
+    logit = real_logit(out)
+    return F.binary_cross_entropy_with_logits(logit, torch.full_like(logit, target))
+
+
+@dataclass
+class Model:
+    """The nets of one recipe plus the latent geometry they share."""
+
+    recipe: Recipe
+    nets: Nets
+
+    @property
+    def radius(self) -> float:
+        return self.recipe.latent.radius or math.sqrt(self.recipe.latent.dim)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return project(self.nets.encoder(x), self.recipe.latent.center, self.radius)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.nets.generator(z)
+
+    def gaussian(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Samples of N(0, I), moved by latent.center so they surround the codes' sphere."""
+        return torch.randn(n, self.recipe.latent.dim, generator=generator, device=device) + self.recipe.latent.center
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """Put any latent vector onto the codes' sphere (for neighbours z + noise)."""
+        c = self.recipe.latent.center
+        return c + self.radius * (z - c) / (z - c).norm(dim=1, keepdim=True).clamp_min(1e-6)
+
+
+# ---------------------------------------------------------------- SelfExGAN
+
+
+def _selfexgan_forward(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+    n = x.shape[0]
+    z_e = model.encode(x)
+    # One G call for both codes keeps G's BatchNorm statistics those of the mix it is trained on.
+    fakes = model.decode(torch.cat([z_e, z_n]))
+    x_hat, x_n = fakes[:n], fakes[n:]
+    z_hat = model.encode(x_hat)
+    return {"z_e": z_e, "x_hat": x_hat, "x_n": x_n, "z_hat": z_hat}
+
+
+def _selfexgan_d_terms(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], real: float, fake: float) -> dict[str, torch.Tensor]:
+    """D1 and D2 BCE terms with the given targets; real and fake halves weigh the same."""
+    n = x.shape[0]
+    d1 = model.nets.d1(torch.cat([x, f["x_hat"], f["x_n"]]))
+    d1_loss = bce(d1[:n], real) + bce(d1[n:], fake)
+    d2 = model.nets.d2(torch.cat([x, f["x_hat"], x]), torch.cat([f["z_e"], f["z_e"], f["z_hat"]]))
+    d2_loss = bce(d2[:n], real) + bce(d2[n:], fake)
+    return {"d1": d1_loss, "d2": d2_loss}
+
+
+def selfexgan_d_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        f = _selfexgan_forward(model, x, z_n)
+    terms = _selfexgan_d_terms(model, x, f, real=1.0, fake=0.0)
+    return {"loss": terms["d1"] + terms["d2"], **terms}
+
+
+def selfexgan_eg_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+    f = _selfexgan_forward(model, x, z_n)
+    terms = _selfexgan_d_terms(model, x, f, real=0.0, fake=1.0)  # labels flipped
+    kl = kl_to_unit_gaussian(f["z_e"])
+    loss = terms["d1"] + terms["d2"] + model.recipe.train.kl_weight * kl
+    out = {"adv": terms["d1"] + terms["d2"], "kl": kl}
+    loss = loss + _extras(model, x, f, z_n, out)
+    return {"loss": loss, **out}
+
+
+def _extras(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], z_n: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The named additions beyond the thesis; each is logged when switched on."""
+    t = model.recipe.train
+    extra = torch.zeros((), device=x.device)
+    if t.recon_weight > 0:
+        out["recon"] = (f["x_hat"] - x).abs().mean()
+        extra = extra + t.recon_weight * out["recon"]
+    if t.latent_cycle_weight > 0:
+        # AGE-style: a code survives a trip through G and back through E, for E's codes and for
+        # Gaussian ones (projected onto the sphere, where E's codes live).
+        z_n_hat = model.encode(f["x_n"])
+        m = model.recipe.latent.dim
+        cycle = ((f["z_hat"] - f["z_e"]).pow(2).sum(1).mean() + (z_n_hat - model.project(z_n)).pow(2).sum(1).mean()) / m
+        out["latent_cycle"] = cycle
+        extra = extra + t.latent_cycle_weight * cycle
+    return extra
+
+
+# ---------------------------------------------------------------- BiGAN (comparison)
+
+
+def bigan_d_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        z_e = model.encode(x)
+        x_n = model.decode(z_n)
+    d2 = model.nets.d2(torch.cat([x, x_n]), torch.cat([z_e, z_n]))
+    n = x.shape[0]
+    d2_loss = bce(d2[:n], 1.0) + bce(d2[n:], 0.0)
+    return {"loss": d2_loss, "d2": d2_loss}
+
+
+def bigan_eg_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+    n = x.shape[0]
+    z_e = model.encode(x)
+    x_n = model.decode(z_n)
+    d2 = model.nets.d2(torch.cat([x, x_n]), torch.cat([z_e, z_n]))
+    adv = bce(d2[:n], 0.0) + bce(d2[n:], 1.0)
+    kl = kl_to_unit_gaussian(z_e)
+    out = {"adv": adv, "kl": kl}
+    f = {"z_e": z_e, "x_n": x_n}
+    t = model.recipe.train
+    if t.recon_weight > 0 or t.latent_cycle_weight > 0:
+        f["x_hat"] = model.decode(z_e)
+        f["z_hat"] = model.encode(f["x_hat"])
+    loss = adv + t.kl_weight * kl + _extras(model, x, f, z_n, out)
+    return {"loss": loss, **out}
+
+
+# ---------------------------------------------------------------- autoencoder (floor)
+
+
+def autoencoder_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+    z_e = model.encode(x)
+    recon = (model.decode(z_e) - x).abs().mean()
+    kl = kl_to_unit_gaussian(z_e)
+    return {"loss": recon + model.recipe.train.kl_weight * kl, "recon": recon, "kl": kl}
+
+
+# ---------------------------------------------------------------- one training step
+
+
+@dataclass
+class Optimizers:
+    eg: torch.optim.Optimizer
+    d: torch.optim.Optimizer | None
+
+    def state_dict(self) -> dict:
+        return {"eg": self.eg.state_dict(), "d": self.d.state_dict() if self.d else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.eg.load_state_dict(state["eg"])
+        if self.d is not None:
+            self.d.load_state_dict(state["d"])
+
+
+def make_optimizers(model: Model) -> Optimizers:
+    """Adam, lr 1e-3, betas (0.9, 0.99) for all sub-nets (§4.1.1) unless the recipe says otherwise."""
+    t = model.recipe.train
+    nets = model.nets
+    eg = torch.optim.Adam([*nets.encoder.parameters(), *nets.generator.parameters()], lr=t.lr, betas=t.betas)
+    d_params = [p for net in (nets.d1, nets.d2) if net is not None for p in net.parameters()]
+    d = torch.optim.Adam(d_params, lr=t.lr, betas=t.betas) if d_params else None
+    return Optimizers(eg=eg, d=d)
+
+
+_LOSSES = {
+    "selfexgan": (selfexgan_d_loss, selfexgan_eg_loss),
+    "bigan": (bigan_d_loss, bigan_eg_loss),
+    "autoencoder": (None, autoencoder_loss),
+}
+
+
+def _discriminators(model: Model) -> list[nn.Module]:
+    return [net for net in (model.nets.d1, model.nets.d2) if net is not None]
+
+
+def train_step(model: Model, opt: Optimizers, x: torch.Tensor, z_noise: list[torch.Tensor]) -> dict[str, float]:
+    """One D update then `eg_steps` E/G updates (§3.1: don't let D get too strong).
+
+    z_noise holds one Gaussian batch per E/G update (the D update reuses the first), drawn by the
+    caller from the run's own generator so a resumed run replays the same noise.
+    """
+    d_fn, eg_fn = _LOSSES[model.recipe.model]
+    logs: dict[str, float] = {}
+    if d_fn is not None:
+        d_out = d_fn(model, x, z_noise[0])
+        opt.d.zero_grad(set_to_none=True)
+        d_out["loss"].backward()
+        opt.d.step()
+        logs.update({f"d_{k}" if k != "loss" else "d_loss": v.item() for k, v in d_out.items()})
+    discriminators = _discriminators(model)
+    for d in discriminators:  # D's weights are constants for the E/G update
+        d.requires_grad_(False)
+    try:
+        for z_n in z_noise:
+            eg_out = eg_fn(model, x, z_n)
+            opt.eg.zero_grad(set_to_none=True)
+            eg_out["loss"].backward()
+            opt.eg.step()
+    finally:
+        for d in discriminators:
+            d.requires_grad_(True)
+    logs.update({f"eg_{k}" if k != "loss" else "eg_loss": v.item() for k, v in eg_out.items()})
+    return logs
