@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from datagen import nets, recipes, train as training
@@ -75,7 +76,8 @@ def recipes_cmd() -> None:
         count = lambda key: f"{nets.parameter_count(built[key]):,}" if key in built else "-"
         table.add_row(name, r.model, f"{r.image.size}x{r.image.size}x{r.image.channels}", str(r.latent.dim),
                       count("encoder"), count("generator"), count("d1"), count("d2"), r.source)
-    console.print(table)
+    # The listing is the command's output: stdout, and wide enough to read when piped.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 def main() -> None:

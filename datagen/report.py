@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torchvision.utils import save_image
 
 # Progress and messages go to stderr so stdout stays clean for machine-readable output.
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:

@@ -96,29 +96,33 @@ def _selfexgan_forward(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict
     return {"z_e": z_e, "x_hat": x_hat, "x_n": x_n, "z_hat": z_hat}
 
 
-def _selfexgan_d_terms(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], real: float, fake: float) -> dict[str, torch.Tensor]:
-    """D1 and D2 BCE terms with the given targets; real and fake halves weigh the same."""
-    n = x.shape[0]
-    d1 = model.nets.d1(torch.cat([x, f["x_hat"], f["x_n"]]))
-    d1_loss = bce(d1[:n], real) + bce(d1[n:], fake)
-    d2 = model.nets.d2(torch.cat([x, f["x_hat"], x]), torch.cat([f["z_e"], f["z_e"], f["z_hat"]]))
-    d2_loss = bce(d2[:n], real) + bce(d2[n:], fake)
-    return {"d1": d1_loss, "d2": d2_loss}
+def _d2_pairs(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor]) -> torch.Tensor:
+    """D2 on the real pair (x, z_e), then the fake pairs (x_hat, z_e) and (x, z_hat), in one call."""
+    return model.nets.d2(torch.cat([x, f["x_hat"], x]), torch.cat([f["z_e"], f["z_e"], f["z_hat"]]))
 
 
 def selfexgan_d_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+    """D1: x real, x_hat and x_n fake. D2: (x, z_e) real, (x_hat, z_e) and (x, z_hat) fake."""
+    n = x.shape[0]
     with torch.no_grad():
         f = _selfexgan_forward(model, x, z_n)
-    terms = _selfexgan_d_terms(model, x, f, real=1.0, fake=0.0)
-    return {"loss": terms["d1"] + terms["d2"], **terms}
+    d1 = model.nets.d1(torch.cat([x, f["x_hat"], f["x_n"]]))
+    d1_loss = bce(d1[:n], 1.0) + bce(d1[n:], 0.0)
+    d2 = _d2_pairs(model, x, f)
+    d2_loss = bce(d2[:n], 1.0) + bce(d2[n:], 0.0)
+    return {"loss": d1_loss + d2_loss, "d1": d1_loss, "d2": d2_loss}
 
 
 def selfexgan_eg_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The same terms with the labels flipped; D1's real-x term has no E/G gradient, so it is left out."""
+    n = x.shape[0]
     f = _selfexgan_forward(model, x, z_n)
-    terms = _selfexgan_d_terms(model, x, f, real=0.0, fake=1.0)  # labels flipped
+    d1 = model.nets.d1(torch.cat([f["x_hat"], f["x_n"]]))
+    d2 = _d2_pairs(model, x, f)
+    adv = bce(d1, 1.0) + bce(d2[:n], 0.0) + bce(d2[n:], 1.0)
     kl = kl_to_unit_gaussian(f["z_e"])
-    loss = terms["d1"] + terms["d2"] + model.recipe.train.kl_weight * kl
-    out = {"adv": terms["d1"] + terms["d2"], "kl": kl}
+    loss = adv + model.recipe.train.kl_weight * kl
+    out = {"adv": adv, "kl": kl}
     loss = loss + _extras(model, x, f, z_n, out)
     return {"loss": loss, **out}
 

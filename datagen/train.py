@@ -212,6 +212,15 @@ def load_model(state: dict[str, Any], device: torch.device | str = "cpu") -> Mod
 
 def fit(plan: Plan) -> Result:
     """Train per the plan; every epoch logs, draws grids and checkpoints. Never raises on Ctrl-C or NaN."""
+    try:
+        return _fit(plan)
+    except Exception as exc:
+        if (plan.out / "run.json").exists():  # the run had started: say how it ended
+            rundir.set_status(plan.out, "failed", reason=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _fit(plan: Plan) -> Result:
     recipe, t, out = plan.recipe, plan.recipe.train, plan.out
     img = recipe.image
     train_set = data.load(plan.dataset, "train", size=img.size, channels=img.channels, crop=img.crop,
@@ -269,8 +278,9 @@ def fit(plan: Plan) -> Result:
     logs: dict[str, float] = {}
     with _StopFlag() as stop, progress() as bar:
         task = bar.add_task("train", total=t.epochs * steps_per_epoch, completed=epoch * steps_per_epoch + batch,
-                            info="", visible=plan.options.progress)
+                            info="", visible=plan.options.progress and console.is_terminal)
         window_start, window_images = time.perf_counter(), 0
+        shown = ""  # the last epoch's fidelity and reconstruction error, kept on the bar
         while epoch < t.epochs:
             order = _epoch_order(plan.seed, epoch, len(train_set)).to(plan.device)
             epoch_start = time.perf_counter()
@@ -292,8 +302,7 @@ def fit(plan: Plan) -> Result:
                 speed = window_images / elapsed if elapsed > 0 else 0.0
                 if step % t.log_every == 0 or batch == steps_per_epoch:
                     metrics.write({"epoch": epoch + 1, "step": step, "img_per_s": round(speed, 1), **logs})
-                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{t.epochs} d {logs.get('d_loss', 0):.3f} "
-                                                 f"eg {logs['eg_loss']:.3f} {speed:.0f} img/s")
+                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{t.epochs} step {step} {_losses(logs)} {shown} {speed:.0f} img/s")
                 if elapsed > 10:
                     window_start, window_images = time.perf_counter(), 0
                 if stop.requested:
@@ -316,12 +325,17 @@ def fit(plan: Plan) -> Result:
                 save("best.pt", epoch, 0)
             result.last_epoch = record
             fid = "n/a" if measured["fidelity"] is None else f"{measured['fidelity']:.1%}"
+            shown = f"fidelity {fid} recon {measured['recon_error']:.3f}"
             console.print(f"epoch {epoch}/{t.epochs}: fidelity {fid}, recon error {measured['recon_error']:.3f}, "
-                          f"d {logs.get('d_loss', 0):.3f}, eg {logs['eg_loss']:.3f}, {record['epoch_seconds']:.0f} s")
+                          f"{_losses(logs)}, {record['epoch_seconds']:.0f} s")
     metrics.close()
     rundir.set_status(out, "completed", epochs=epoch, step=step, best_fidelity=best)
     result.epoch, result.step, result.final_losses = epoch, step, logs
     return result
+
+
+def _losses(logs: dict[str, float]) -> str:
+    return " ".join(f"{name.removesuffix('_loss')} {logs[name]:.3f}" for name in ("d_loss", "eg_loss") if name in logs)
 
 
 def _indices_digest(indices: torch.Tensor) -> str:

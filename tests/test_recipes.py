@@ -1,0 +1,84 @@
+"""Recipes: every built-in one parses and builds; strict keys; overrides; shape errors name the layer."""
+
+import pytest
+import torch
+
+from datagen import nets, recipes
+from datagen.errors import DatagenError
+
+THESIS = {"mnist": (32, 1, 64), "svhn": (32, 3, 128), "cifar10": (32, 3, 128), "imagenet32": (32, 3, 128),
+          "celeba-crop64": (64, 3, 64), "celeba64": (64, 3, 128), "cartoon64": (64, 3, 128)}
+
+
+def test_every_thesis_table_has_a_recipe():
+    assert set(THESIS) <= set(recipes.builtin_names())
+    assert {"mnist-cpu", "tiny8", "tiny16"} <= set(recipes.builtin_names())
+
+
+@pytest.mark.parametrize("name", sorted(THESIS))
+def test_thesis_recipes_build_with_their_table_shapes(name):
+    r = recipes.load(name)
+    size, channels, latent = THESIS[name]
+    assert (r.image.size, r.image.channels, r.latent.dim) == (size, channels, latent)
+    assert r.train.lr == 1e-3 and r.train.betas == (0.9, 0.99)  # §4.1.1
+    assert r.train.recon_weight == 0 and r.train.latent_cycle_weight == 0  # faithful: no extras
+    assert r.fixes, "every thesis table needed at least one fix, and the recipe says which"
+    built = nets.build(r)
+    with torch.no_grad():
+        z = torch.randn(2, latent)
+        x = built.generator.eval()(z)
+        assert x.shape == (2, channels, size, size)
+        assert built.encoder.eval()(x).shape == (2, latent)
+        assert built.d1.eval()(x).shape[1] in (1, 2)
+        assert built.d2.eval()(x, z).shape[1] in (1, 2)
+
+
+def test_round_trip_through_dict():
+    r = recipes.load("cifar10")
+    assert recipes.parse(r.to_dict(), "copy") == r
+
+
+def test_unknown_key_is_an_error_with_a_suggestion(tmp_path):
+    text = (recipes.resources.files("datagen.builtin_recipes") / "tiny8.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("kl_weight", "kl_wieght"))
+    with pytest.raises(DatagenError, match="unknown key 'kl_wieght'.*kl_weight"):
+        recipes.load(str(bad))
+
+
+def test_shape_mismatch_names_the_layer(tmp_path):
+    text = (recipes.resources.files("datagen.builtin_recipes") / "tiny8.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("reshape = [16, 2, 2]", "reshape = [16, 4, 4]"))
+    with pytest.raises(DatagenError, match=r"generator\[1\] \(reshape"):
+        nets.build(recipes.load(str(bad)))
+    bad.write_text(text.replace("{ deconv = 1, kernel = 3, stride = 2", "{ deconv = 1, kernel = 3, stride = 1"))
+    with pytest.raises(DatagenError, match=r"generator ends in \(1, 4, 4\).*generator\[3\]"):
+        nets.build(recipes.load(str(bad)))
+
+
+def test_overrides():
+    r = recipes.apply_overrides(recipes.load("tiny8"), ["train.epochs=7", "model=bigan", "latent.center=0.5", "train.betas=[0.5, 0.999]"])
+    assert (r.train.epochs, r.model, r.latent.center, r.train.betas) == (7, "bigan", 0.5, (0.5, 0.999))
+    assert nets.build(r).d1 is None  # BiGAN has only the pair discriminator
+    with pytest.raises(DatagenError, match="unknown recipe key 'train.epoch'.*train.epochs"):
+        recipes.apply_overrides(r, ["train.epoch=3"])
+    with pytest.raises(DatagenError, match="model must be one of"):
+        recipes.apply_overrides(r, ["model=vae"])
+    with pytest.raises(DatagenError, match="layer lists cannot be set"):
+        recipes.apply_overrides(r, ["generator=1"])
+
+
+def test_unknown_recipe_name_suggests():
+    with pytest.raises(DatagenError, match="did you mean 'mnist-cpu'"):
+        recipes.load("mnist-cp")
+    with pytest.raises(DatagenError, match="unknown recipe"):
+        recipes.load("../../no-such-recipe")  # never joined into a path
+
+
+def test_recipes_command_lists_every_recipe_with_parameter_counts(cli):
+    done = cli("recipes")
+    assert done.returncode == 0, done.stderr
+    for name in recipes.builtin_names():
+        assert name in done.stdout
+    assert "1,881" in done.stdout  # tiny8 G: fc 8x64 + bn 128, deconv 16x8x3x3 + bn 16, deconv 8x1x3x3 + bias 1

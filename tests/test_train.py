@@ -1,0 +1,211 @@
+"""`datagen train`: a complete run, exact resume, Ctrl-C, NaN, dry run, and every bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datagen import checkpoint, rundir, train as training
+from datagen.errors import DatagenError
+
+TINY = ["train", "digits", "--recipe", "tiny8"]
+
+
+def _opts(out: Path, **kw) -> training.TrainOptions:
+    base = dict(dataset="digits", recipe="tiny8", overrides=["train.log_every=1"], epochs=2, out=out, progress=False)
+    base.update(kw)
+    return training.TrainOptions(**base)
+
+
+def _steps(run: Path) -> list[dict]:
+    """Per-step records without the timing field, which differs run to run."""
+    return [{k: v for k, v in r.items() if k != "img_per_s"} for r in rundir.read_metrics(run / "metrics.jsonl") if "event" not in r]
+
+
+def test_a_run_writes_everything_a_user_looks_at(cli, tmp_path):
+    done = cli(*TINY, "--epochs", "2", "--out", "runs/first")
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "runs" / "first"
+    assert (tmp_path / "runs" / "latest").resolve() == run.resolve()
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    records = rundir.read_metrics(run / "metrics.jsonl")
+    assert all({"epoch", "step"} <= set(r) for r in records)
+    epochs = [r for r in records if r.get("event") == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert all(0 <= r["fidelity"] <= 1 and r["recon_error"] > 0 for r in epochs)
+    for epoch in (1, 2):
+        for kind in ("recon", "gauss"):
+            with Image.open(run / "samples" / f"epoch-{epoch:03d}-{kind}.png") as im:
+                assert im.size[0] > 8 * 8
+    state = checkpoint.load(run / "checkpoints" / "last.pt")
+    assert state["epoch"] == 2 and state["recipe"]["name"] == "tiny8"
+    assert (run / "checkpoints" / "best.pt").exists()
+    assert not list(run.rglob("*.tmp"))
+    assert "reconstructions:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    straight = training.fit(training.prepare(_opts(tmp_path / "straight")))
+    assert straight.status == "completed"
+    first = training.fit(training.prepare(_opts(tmp_path / "split", epochs=1)))
+    assert first.epoch == 1
+    resumed = training.fit(training.prepare(_opts(tmp_path / "split", dataset=None, recipe=None, resume=True)))
+    assert resumed.epoch == 2
+    a, b = _steps(tmp_path / "straight"), _steps(tmp_path / "split")
+    assert len(a) == len(b) == 2 * (1442 // 32)  # digits' train split: 1442 images
+    assert a == b  # every step's losses, including all of epoch 2, identical
+
+
+def test_already_trained_says_so(tmp_path):
+    training.fit(training.prepare(_opts(tmp_path / "r", epochs=1)))
+    again = training.fit(training.prepare(_opts(tmp_path / "r", epochs=1, resume=True)))
+    assert "already trained 1 epochs" in again.message
+
+
+def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_step = training.train_step
+    calls = {"n": 0}
+
+    def flaky(*args, **kw):
+        calls["n"] += 1
+        logs = real_step(*args, **kw)
+        return {**logs, "eg_loss": float("nan")} if calls["n"] > 50 else logs
+
+    monkeypatch.setattr(training, "train_step", flaky)
+    result = training.fit(training.prepare(_opts(tmp_path / "r", epochs=3)))
+    assert result.status == "failed" and "NaN" in result.message and "lower learning rate" in result.message
+    assert checkpoint.load(tmp_path / "r" / "checkpoints" / "last.pt")["epoch"] == 1  # 45 steps per epoch: epoch 1 was good
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_mid_epoch_and_resume_continues_exactly(tmp_path):
+    args = [sys.executable, "-m", "datagen.cli", *TINY, "--set", "train.log_every=1", "--out", "r", "--epochs", "400"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 60):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err and "Traceback" not in err
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "interrupted"
+    state = checkpoint.load(tmp_path / "r" / "checkpoints" / "last.pt")
+    stopped_at = state["step"]
+    target = state["epoch"] + 2
+    resumed = training.fit(training.prepare(_opts(tmp_path / "r", dataset=None, recipe=None, resume=True, epochs=target)))
+    straight = training.fit(training.prepare(_opts(tmp_path / "s", epochs=target)))
+    assert resumed.status == straight.status == "completed"
+    a, b = _steps(tmp_path / "r"), _steps(tmp_path / "s")
+    assert a == b and len(a) > stopped_at
+
+
+def test_dry_run_prints_shapes_and_writes_nothing(cli, tmp_path):
+    done = cli("train", "mnist-5k", "--dry-run", "--out", "x")
+    assert done.returncode == 0
+    assert '"name": "mnist-cpu"' in done.stdout and "(1, 32, 32)" in done.stdout and "parameters" in done.stdout
+    assert not (tmp_path / "x").exists() and not (tmp_path / "runs").exists()
+
+
+def test_imagefolder_with_an_explicit_recipe(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("ring", "bar"):
+        for i in range(40):
+            path = tmp_path / "folder" / cls / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(path)
+    done = cli("train", str(tmp_path / "folder"), "--recipe", "tiny8", "--batch-size", "16", "--epochs", "1", "--out", "r")
+    assert done.returncode == 0, done.stderr
+    info = json.loads((tmp_path / "r" / "dataset.json").read_text())
+    assert info["images"] == 64 and info["class_names"] == ["bar", "ring"] and info["shape"] == [8, 8, 1]
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    (tmp / "empty").mkdir()
+    mixed = tmp / "mixed"
+    for name, size in (("a", 8), ("b", 9)):
+        (mixed / "c").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (size, size)).save(mixed / "c" / f"{name}.png")
+    corrupt = tmp / "corrupt" / "c"
+    corrupt.mkdir(parents=True)
+    Image.new("L", (8, 8)).save(corrupt / "good.png")
+    (corrupt / "broken.png").write_bytes(b"\x89PNG not really")
+    with h5py.File(tmp / "nolabels.h5", "w") as f:
+        f["images"] = np.zeros((4, 8, 8, 1), np.uint8)
+    (tmp / "bad.toml").write_text((Path(training.recipes.resources.files("datagen.builtin_recipes")) / "tiny8.toml")
+                                  .read_text().replace("act = \"tanh\"", "act = \"tanh\", colour = 1"))
+    (tmp / "shape.toml").write_text((Path(training.recipes.resources.files("datagen.builtin_recipes")) / "tiny8.toml")
+                                    .read_text().replace("{ fc = 8, act = \"sigmoid\" }", "{ fc = 9, act = \"sigmoid\" }"))
+    return {
+        "unknown name": (["mnist-5", "--recipe", "tiny8"], "did you mean 'mnist-5k'"),
+        "missing path": (["nope/dir", "--recipe", "tiny8"], "no such dataset or path"),
+        "empty folder": (["empty", "--recipe", "tiny8"], "no images"),
+        "mixed sizes": (["mixed", "--recipe", "tiny8"], "mixed image sizes"),
+        "corrupt image": (["corrupt", "--recipe", "tiny8"], "broken.png"),
+        "h5 without labels": (["nolabels.h5", "--recipe", "tiny8"], "labels"),
+        "recipe unknown key": (["digits", "--recipe", "bad.toml"], "unknown key 'colour'"),
+        "recipe shape mismatch": (["digits", "--recipe", "shape.toml"], "encoder"),
+        "unknown recipe": (["digits", "--recipe", "tiny"], "unknown recipe"),
+        "unknown --set key": (["digits", "--recipe", "tiny8", "--set", "train.lr_d=1"], "unknown recipe key"),
+        "path without recipe": (["mixed"], "--recipe"),
+        "no cuda": (["digits", "--recipe", "tiny8", "--device", "cuda"], "CUDA"),
+        "offline torchvision": (["mnist", "--data-root", "dl", "--recipe", "tiny8"], "dl"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "unknown name", "missing path", "empty folder", "mixed sizes", "corrupt image", "h5 without labels",
+    "recipe unknown key", "recipe shape mismatch", "unknown recipe", "unknown --set key", "path without recipe", "no cuda",
+    "offline torchvision"])
+def test_bad_input_is_one_line_exit_2_and_leaves_no_run(cli, tmp_path, case):
+    if case == "no cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    args, expected = _bad_inputs(tmp_path)[case]
+    done = cli("train", *args, "--epochs", "1", "--out", "run")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+def test_resume_with_another_recipe_or_into_an_existing_run(cli, tmp_path):
+    assert cli(*TINY, "--epochs", "1", "--out", "r").returncode == 0
+    other = cli("train", "digits", "--recipe", "mnist-cpu", "--epochs", "2", "--resume", "--out", "r")
+    assert other.returncode == 2 and "trained with recipe 'tiny8'" in other.stderr
+    again = cli(*TINY, "--epochs", "1", "--out", "r")
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    changed = cli("train", "--epochs", "2", "--resume", "--out", "r", "--batch-size", "8")
+    assert changed.returncode == 2 and "batch_size" in changed.stderr
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "completed"
+
+
+def test_checkpoints_load_weights_only(tmp_path):
+    training.fit(training.prepare(_opts(tmp_path / "r", epochs=1)))
+    state = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
+    model = training.load_model(state)
+    assert model.decode(torch.zeros(2, 8)).shape == (2, 1, 8, 8)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DatagenError, match="cannot read checkpoint"):
+        checkpoint.load(tmp_path / "junk.pt")
+
+
+@pytest.mark.slow
+def test_mnist_5k_default_recipe_trains_and_resumes(cli, tmp_path):
+    first = cli("train", "mnist-5k", "--epochs", "1", "--out", "m", timeout=600)
+    assert first.returncode == 0, first.stderr
+    second = cli("train", "mnist-5k", "--epochs", "2", "--resume", "--out", "m", timeout=600)
+    assert second.returncode == 0, second.stderr
+    epochs = [r["epoch"] for r in rundir.read_metrics(tmp_path / "m" / "metrics.jsonl") if r.get("event") == "epoch"]
+    assert epochs == [1, 2]
