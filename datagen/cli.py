@@ -23,18 +23,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Grow a small labeled image set into a larger, faithfully labeled one with SelfExGAN.")
 
 
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
 @app.command("train")
 def train_cmd(
     dataset: Optional[str] = typer.Argument(None, help="mnist-5k, digits, mnist, fashion-mnist, svhn, cifar10, celeba, an ImageFolder directory or an .h5 file. Optional with --resume."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe name (see `datagen recipes`) or .toml path; default: the dataset's own."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Total epochs (with --resume: train until this many)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2),
-    seed: int = typer.Option(0, "--seed", help="Seeds initialisation, data order and noise: same seed, same run on CPU."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="Seeds initialisation, data order and noise: same seed, same run on CPU (default 0; with --resume, the run's own)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<dataset>-<time>)."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set train.lr=2e-4 (repeatable)."),
@@ -80,22 +75,33 @@ def recipes_cmd() -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
+def _one_line(prefix: str, message: str) -> None:
+    """Print `prefix message` as exactly one line on stderr; the message is never read as markup."""
+    first = " ".join(str(message).split()) or "(no message)"
+    console.print(f"{prefix} {first}", markup=False, highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Entry point: one line on stderr and exit 2 for bad input, never a traceback."""
+    if len(sys.argv) == 1:
+        sys.argv.append("--help")  # bare `datagen`: the help, not a usage error
     try:
-        app()
+        code = app(standalone_mode=False)
     except DatagenError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _one_line("error:", str(exc))
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("[yellow]aborted[/yellow]")
+    except typer.TyperException as exc:  # usage errors: unknown option, --epochs 0, missing argument
+        _one_line("error:", f"{exc.format_message()} (see datagen {' '.join(sys.argv[1:2])} --help)")
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
+        _one_line("aborted:", "interrupted before anything was saved")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
         if os.environ.get("DATAGEN_DEBUG"):
             raise
-        console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (set DATAGEN_DEBUG=1 for the traceback)",
-                      highlight=False, soft_wrap=True)
+        _one_line("internal error:", f"{type(exc).__name__}: {exc} (set DATAGEN_DEBUG=1 for the traceback)")
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -179,12 +180,16 @@ def _parse_layer(raw: Any, where: str) -> Layer:
         close = difflib.get_close_matches(str(act), ACTIVATIONS, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(ACTIVATIONS)}"
         raise DatagenError(f"{where}: unknown activation '{act}' ({hint})")
+    if not isinstance(raw.get("bn", False), bool):
+        raise DatagenError(f"{where}: bn must be true or false, got {raw['bn']!r}")
+    if not _is_number(raw.get("slope", 0.2)):
+        raise DatagenError(f"{where}: slope must be a number, got {raw['slope']!r}")
     stride_default = 2 if kind == "deconv" else 1
     fields = {"kernel": raw.get("kernel", 3), "stride": raw.get("stride", stride_default)}
     for key, number in fields.items():
-        if not isinstance(number, int) or number <= 0:
+        if not _is_int(number) or number <= 0:
             raise DatagenError(f"{where}: {key} must be a positive integer, got {number!r}")
-    return Layer(kind=kind, value=value, bn=bool(raw.get("bn", False)), act=act,
+    return Layer(kind=kind, value=value, bn=raw.get("bn", False), act=act,
                  slope=float(raw.get("slope", 0.2)), **fields)
 
 
@@ -194,25 +199,41 @@ def _parse_layers(raw: Any, where: str) -> tuple[Layer, ...]:
     return tuple(_parse_layer(layer, f"{where}[{i}]") for i, layer in enumerate(raw))
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_value(name: str, annotation: str, value: Any, where: str) -> Any:
+    """Check one spec field against its annotation; ints stay ints, numbers become floats."""
+    if value is None and "None" in annotation:
+        return None
+    if annotation.startswith("int"):
+        if not _is_int(value) or value < 0:
+            raise DatagenError(f"{where}.{name} must be a whole number >= 0, got {value!r}")
+        return value
+    if annotation.startswith("float"):
+        if not _is_number(value):
+            raise DatagenError(f"{where}.{name} must be a number, got {value!r}")
+        return float(value)
+    # betas: Adam's two decay rates
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(b) and 0 <= b < 1 for b in value)):
+        raise DatagenError(f"{where}.{name} must be two numbers in [0, 1), e.g. [0.5, 0.999], got {value!r}")
+    return tuple(float(b) for b in value)
+
+
 def _parse_spec(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
         raise DatagenError(f"{where}: expected a table")
-    names = {f.name for f in dataclasses.fields(cls)}
-    _unknown(set(raw), names, where)
-    values = dict(raw)
-    if "betas" in values:
-        values["betas"] = tuple(values["betas"])
-    try:
-        spec = cls(**values)
-    except TypeError as exc:  # a required field is missing
-        raise DatagenError(f"{where}: {exc}".replace("__init__() ", "")) from None
-    for f in dataclasses.fields(cls):
-        value = getattr(spec, f.name)
-        if isinstance(value, bool) or value is None or f.name == "betas":
-            continue
-        if isinstance(value, (int, float)) and value < 0:
-            raise DatagenError(f"{where}.{f.name} must not be negative, got {value}")
-    return spec
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _unknown(set(raw), set(fields), where)
+    missing = [name for name, f in fields.items() if name not in raw and f.default is dataclasses.MISSING]
+    if missing:
+        raise DatagenError(f"{where}: missing {', '.join(missing)}")
+    return cls(**{name: _check_value(name, str(fields[name].type), value, where) for name, value in raw.items()})
 
 
 TOP_KEYS = {"name", "description", "source", "model", "fixes", "image", "latent", "train",
@@ -234,18 +255,26 @@ def parse(raw: dict[str, Any], origin: str) -> Recipe:
     _unknown(set(d2), {"x", "joint"}, f"recipe {origin}: d2")
     image = _parse_spec(ImageSpec, raw["image"], f"recipe {origin}: image")
     train = _parse_spec(TrainSpec, raw.get("train", {}), f"recipe {origin}: train")
-    if image.size <= 0 or image.channels not in (1, 3):
-        raise DatagenError(f"recipe {origin}: image needs size > 0 and channels 1 or 3")
-    if train.batch_size < 2 or train.epochs < 1 or train.eg_steps < 1 or train.log_every < 1:
-        raise DatagenError(f"recipe {origin}: train needs batch_size >= 2 and epochs, eg_steps, log_every >= 1")
+    latent = _parse_spec(LatentSpec, raw["latent"], f"recipe {origin}: latent")
+    if image.size <= 0 or image.channels not in (1, 3) or image.crop == 0:
+        raise DatagenError(f"recipe {origin}: image needs size > 0, channels 1 or 3, and crop > 0 if given")
+    if latent.dim < 1 or (latent.radius is not None and latent.radius <= 0):
+        raise DatagenError(f"recipe {origin}: latent needs dim >= 1 and radius > 0 if given")
+    if train.batch_size < 2 or train.epochs < 1 or train.eg_steps < 1 or train.log_every < 1 or train.lr <= 0:
+        raise DatagenError(f"recipe {origin}: train needs batch_size >= 2, lr > 0, and epochs, eg_steps, log_every >= 1")
+    if min(train.kl_weight, train.recon_weight, train.latent_cycle_weight) < 0:
+        raise DatagenError(f"recipe {origin}: train's kl_weight, recon_weight and latent_cycle_weight must be >= 0")
+    fixes = raw.get("fixes", [])
+    if not isinstance(fixes, list) or not all(isinstance(f, str) for f in fixes):
+        raise DatagenError(f"recipe {origin}: fixes must be a list of strings")
     return Recipe(
         name=str(raw["name"]),
         description=str(raw.get("description", "")),
         source=str(raw.get("source", "")),
         model=model,
-        fixes=tuple(str(f) for f in raw.get("fixes", [])),
+        fixes=tuple(fixes),
         image=image,
-        latent=_parse_spec(LatentSpec, raw["latent"], f"recipe {origin}: latent"),
+        latent=latent,
         train=train,
         generator=_parse_layers(raw["generator"], "generator"),
         encoder=_parse_layers(raw["encoder"], "encoder"),
@@ -275,7 +304,8 @@ def _read_toml(text: str, origin: str) -> dict[str, Any]:
 def load(name_or_path: str) -> Recipe:
     """A built-in recipe by name, or a TOML file by path."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    # A built-in name wins over a same-named folder in the working directory; paths look like paths.
+    if path.suffix == ".toml" or "/" in name_or_path or os.sep in name_or_path:
         if not path.is_file():
             raise DatagenError(f"recipe file not found: {path} (give a built-in name: {', '.join(builtin_names())})")
         return parse(_read_toml(path.read_text(), str(path)), str(path))

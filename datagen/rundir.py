@@ -22,19 +22,22 @@ def safe_name(text: str) -> str:
 
 def default_dir(dataset: str, root: Path = RUNS_ROOT) -> Path:
     stem = safe_name(Path(dataset).stem if Path(dataset).suffix in (".h5", ".hdf5") else dataset)
-    return root / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def holds_run(path: Path) -> bool:
-    return (path / "checkpoints").exists() or (path / "metrics.jsonl").exists() or (path / "run.json").exists()
+    base = root / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():  # two runs started in the same second
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 def check_new(path: Path) -> None:
     """A new run may go into a missing or empty directory only."""
     if path.exists() and not path.is_dir():
         raise DatagenError(f"--out {path} is a file; give a directory for the run")
-    if path.is_dir() and holds_run(path):
+    if (path / "checkpoints" / "last.pt").exists():
         raise DatagenError(f"{path} already holds a run: add --resume to continue it, or choose another --out")
+    if path.is_dir() and any(path.iterdir()):
+        raise DatagenError(f"{path} is not empty: choose a new or empty directory for --out")
 
 
 def create(path: Path) -> None:
@@ -87,10 +90,12 @@ class MetricsLog:
     def __init__(self, path: Path, keep_until_step: int | None = None):
         self.path = path
         if keep_until_step is not None and path.exists():
-            # Lines logged after the checkpoint we resume from would be logged again: drop them.
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            # Lines logged after the checkpoint we resume from would be logged again: drop them,
+            # and a line cut short by a crash (kill -9, full disk) with them.
+            kept = [r for r in _parse_lines(path.read_text()) if r.get("step", 0) <= keep_until_step]
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, path)
         self._fh = path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
@@ -101,5 +106,15 @@ class MetricsLog:
         self._fh.close()
 
 
+def _parse_lines(text: str) -> list[dict[str, Any]]:
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # blank, or cut short by a crash
+    return records
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _parse_lines(path.read_text())

@@ -65,7 +65,8 @@ class Model:
 
     @property
     def radius(self) -> float:
-        return self.recipe.latent.radius or math.sqrt(self.recipe.latent.dim)
+        radius = self.recipe.latent.radius
+        return math.sqrt(self.recipe.latent.dim) if radius is None else radius
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return project(self.nets.encoder(x), self.recipe.latent.center, self.radius)
@@ -114,12 +115,17 @@ def selfexgan_d_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[s
 
 
 def selfexgan_eg_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The same terms with the labels flipped; D1's real-x term has no E/G gradient, so it is left out."""
+    """The same terms with the labels flipped.
+
+    D1 sees the same batch as in the D step (x with the fakes), so its BatchNorm statistics, and so
+    the function E and G play against, are the ones D1 was trained with; D1's real-x term has no
+    E/G gradient and is left out of the loss.
+    """
     n = x.shape[0]
     f = _selfexgan_forward(model, x, z_n)
-    d1 = model.nets.d1(torch.cat([f["x_hat"], f["x_n"]]))
+    d1 = model.nets.d1(torch.cat([x, f["x_hat"], f["x_n"]]))
     d2 = _d2_pairs(model, x, f)
-    adv = bce(d1, 1.0) + bce(d2[:n], 0.0) + bce(d2[n:], 1.0)
+    adv = bce(d1[n:], 1.0) + bce(d2[:n], 0.0) + bce(d2[n:], 1.0)
     kl = kl_to_unit_gaussian(f["z_e"])
     loss = adv + model.recipe.train.kl_weight * kl
     out = {"adv": adv, "kl": kl}
@@ -233,21 +239,25 @@ def train_step(model: Model, opt: Optimizers, x: torch.Tensor, z_noise: list[tor
     logs: dict[str, float] = {}
     if d_fn is not None:
         d_out = d_fn(model, x, z_noise[0])
+        logs.update({f"d_{k}" if k != "loss" else "d_loss": v.item() for k, v in d_out.items()})
+        if not math.isfinite(logs["d_loss"]):
+            return logs  # never step on a NaN: the caller stops with the weights as they were
         opt.d.zero_grad(set_to_none=True)
         d_out["loss"].backward()
         opt.d.step()
-        logs.update({f"d_{k}" if k != "loss" else "d_loss": v.item() for k, v in d_out.items()})
     discriminators = _discriminators(model)
     for d in discriminators:  # D's weights are constants for the E/G update
         d.requires_grad_(False)
     try:
         for z_n in z_noise:
             eg_out = eg_fn(model, x, z_n)
+            logs.update({f"eg_{k}" if k != "loss" else "eg_loss": v.item() for k, v in eg_out.items()})
+            if not math.isfinite(logs["eg_loss"]):
+                break
             opt.eg.zero_grad(set_to_none=True)
             eg_out["loss"].backward()
             opt.eg.step()
     finally:
         for d in discriminators:
             d.requires_grad_(True)
-    logs.update({f"eg_{k}" if k != "loss" else "eg_loss": v.item() for k, v in eg_out.items()})
     return logs

@@ -34,7 +34,7 @@ class TrainOptions:
     overrides: list[str] = field(default_factory=list)
     epochs: int | None = None
     batch_size: int | None = None
-    seed: int = 0
+    seed: int | None = None  # None: 0 for a new run, the run's own seed on --resume
     device: str = "auto"
     out: Path | None = None
     resume: bool = False
@@ -117,6 +117,8 @@ def prepare(opts: TrainOptions) -> Plan:
                                f"'{recipe.name}' in its nets; drop --recipe/--set to continue it, or train into a new --out")
         changed = [k for k, v in recipe.to_dict()["train"].items()
                    if k not in ("epochs", "log_every") and stored.to_dict()["train"][k] != v]
+        if opts.seed is not None and opts.seed != state["seed"]:
+            changed.append(f"seed (the run's is {state['seed']})")
         if changed:
             raise DatagenError(f"--resume keeps the run's training settings; only --epochs may change (changed: {', '.join(changed)})")
         out = out.resolve()
@@ -125,11 +127,15 @@ def prepare(opts: TrainOptions) -> Plan:
             raise DatagenError("give a DATASET to train on (e.g. datagen train mnist-5k)")
         dataset = opts.dataset
         recipe = _resolve_recipe(opts, None)
+        if dataset not in data.dataset_names():
+            data.probe(dataset)  # a missing or unreadable path fails here, before anything is written
         out = opts.out or rundir.default_dir(dataset, opts.runs_root)
         rundir.check_new(out)
     nets.build(recipe)  # shape errors surface here, naming the layer
-    return Plan(recipe=recipe, dataset=dataset, out=out, device=device, seed=opts.seed if state is None else state["seed"],
-                resume_state=state, options=opts)
+    seed = state["seed"] if state is not None else (opts.seed or 0)
+    if not 0 <= seed < 2**32:
+        raise DatagenError(f"--seed {seed}: use a number from 0 to {2**32 - 1}")
+    return Plan(recipe=recipe, dataset=dataset, out=out, device=device, seed=seed, resume_state=state, options=opts)
 
 
 def dry_run_report(plan: Plan) -> str:
@@ -157,11 +163,12 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self.armed = False  # until the run directory exists there is nothing to save: stop at once
         self._previous: Any = None
 
     def __enter__(self) -> "_StopFlag":
         def handler(signum: int, frame: Any) -> None:
-            if self.requested:
+            if self.requested or not self.armed:
                 raise KeyboardInterrupt
             self.requested = True
             console.print("[yellow]interrupt: saving a checkpoint after this step (Ctrl-C again to abort)")
@@ -187,15 +194,16 @@ class Result:
     final_losses: dict[str, float] = field(default_factory=dict)
 
 
-def _state(model: Model, opt: Optimizers, plan: Plan, fingerprint: str, epoch: int, batch: int, step: int,
+def _state(model: Model, opt: Optimizers, plan: Plan, dataset: dict[str, str], epoch: int, batch: int, step: int,
            noise_gen: torch.Generator, best: float | None) -> dict[str, Any]:
     return {
         "nets": {name: net.state_dict() for name, net in model.nets.items()},
         "optimizers": opt.state_dict(),
         "epoch": epoch, "batch": batch, "step": step, "seed": plan.seed, "best_fidelity": best,
-        "rng": {"torch": torch.get_rng_state(), "noise": noise_gen.get_state()},
+        "rng": {"torch": torch.get_rng_state(), "noise": noise_gen.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "recipe": plan.recipe.to_dict(),
-        "dataset": {"source": plan.dataset, "fingerprint": fingerprint},
+        "dataset": dataset,
         "datagen_version": __version__,
     }
 
@@ -212,23 +220,33 @@ def load_model(state: dict[str, Any], device: torch.device | str = "cpu") -> Mod
 
 def fit(plan: Plan) -> Result:
     """Train per the plan; every epoch logs, draws grids and checkpoints. Never raises on Ctrl-C or NaN."""
+    started = {"run": False}  # set once this call has marked the run "running"
     try:
-        return _fit(plan)
-    except Exception as exc:
-        if (plan.out / "run.json").exists():  # the run had started: say how it ended
-            rundir.set_status(plan.out, "failed", reason=f"{type(exc).__name__}: {exc}")
+        with _StopFlag() as stop:
+            return _fit(plan, stop, started)
+    except DatagenError:
+        raise  # bad input: found before this call changed anything
+    except BaseException as exc:
+        if started["run"]:  # say how the run ended, so nobody mistakes it for a live one
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            rundir.set_status(plan.out, status, reason=f"{type(exc).__name__}: {exc}")
         raise
 
 
-def _fit(plan: Plan) -> Result:
+def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
     recipe, t, out = plan.recipe, plan.recipe.train, plan.out
     img = recipe.image
-    train_set = data.load(plan.dataset, "train", size=img.size, channels=img.channels, crop=img.crop,
-                          data_root=plan.options.data_root)
+    with progress() as bar:  # decoding a large folder or CelebA takes a while: show it
+        task = bar.add_task("load", total=None, info=plan.dataset, visible=plan.options.progress and console.is_terminal)
+        train_set = data.load(plan.dataset, "train", size=img.size, channels=img.channels, crop=img.crop,
+                              data_root=plan.options.data_root,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
     if len(train_set) < t.batch_size:
         raise DatagenError(f"{plan.dataset} has {len(train_set)} training images, fewer than the batch size "
                            f"{t.batch_size}; lower it with --batch-size")
     fingerprint = train_set.fingerprint()
+    # The resolved source (an absolute path for folders and files), so --resume works from anywhere.
+    dataset_info = {"source": train_set.source, "fingerprint": fingerprint}
     state = plan.resume_state
     if state is not None and state["dataset"]["fingerprint"] != fingerprint:
         raise DatagenError(f"--resume: {plan.dataset} is not the data {out} was trained on (fingerprints differ); "
@@ -245,11 +263,12 @@ def _fit(plan: Plan) -> Result:
         rundir.create(out)
         rundir.write_json(out / "recipe.json", recipe.to_dict())
         rundir.write_json(out / "dataset.json", {
-            "source": plan.dataset, "split": "train", "split_rule": train_set.split_rule, "images": len(train_set),
+            "source": train_set.source, "split": "train", "split_rule": train_set.split_rule, "images": len(train_set),
             "class_names": list(train_set.class_names), "shape": list(train_set.shape), "fingerprint": fingerprint,
             "train_indices_sha": _indices_digest(train_set.indices)})
         rundir.write_json(out / "run.json", {"status": "running", "dataset": plan.dataset, "recipe": recipe.name,
                                              "seed": plan.seed, "device": str(plan.device), "datagen_version": __version__})
+        started["run"] = stop.armed = True
         rundir.point_latest(out, plan.options.runs_root)
         console.print(f"training {recipe.model} ({recipe.name}) on {plan.dataset}: {len(train_set)} images -> {out}")
         monitor = Monitor.create(images, train_set.labels, len(train_set.class_names), recipe.latent.dim, plan.seed,
@@ -262,9 +281,13 @@ def _fit(plan: Plan) -> Result:
         opt.load_state_dict(state["optimizers"])
         torch.set_rng_state(state["rng"]["torch"])
         noise_gen.set_state(state["rng"]["noise"])
+        if state["rng"].get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         epoch, batch, step, best = state["epoch"], state["batch"], state["step"], state["best_fidelity"]
         monitor = Monitor.from_state(checkpoint.load_plain(monitor_file), img.channels)
         rundir.set_status(out, "running")
+        started["run"] = stop.armed = True
+        rundir.write_json(out / "recipe.json", recipe.to_dict())  # --epochs may have changed
         console.print(f"resuming {out} at epoch {epoch + 1}, step {step}")
     metrics = rundir.MetricsLog(out / "metrics.jsonl", keep_until_step=step if state is not None else None)
     steps_per_epoch = len(train_set) // t.batch_size
@@ -274,9 +297,9 @@ def _fit(plan: Plan) -> Result:
         rundir.set_status(out, "completed")
         result.message = f"{out} has already trained {epoch} epochs (--epochs {t.epochs}); raise --epochs to train more"
         return result
-    save = lambda name, e, b: checkpoint.save(out / "checkpoints" / name, _state(model, opt, plan, fingerprint, e, b, step, noise_gen, best))
+    save = lambda name, e, b: checkpoint.save(out / "checkpoints" / name, _state(model, opt, plan, dataset_info, e, b, step, noise_gen, best))
     logs: dict[str, float] = {}
-    with _StopFlag() as stop, progress() as bar:
+    with progress() as bar:
         task = bar.add_task("train", total=t.epochs * steps_per_epoch, completed=epoch * steps_per_epoch + batch,
                             info="", visible=plan.options.progress and console.is_terminal)
         window_start, window_images = time.perf_counter(), 0
@@ -290,12 +313,7 @@ def _fit(plan: Plan) -> Result:
                 logs = train_step(model, opt, x, z_noise)
                 if not all(math.isfinite(v) for v in logs.values()):
                     bad = ", ".join(k for k, v in logs.items() if not math.isfinite(v))
-                    metrics.close()
-                    rundir.set_status(out, "failed", reason=f"non-finite {bad}")
-                    result.status, result.epoch, result.step = "failed", epoch, step
-                    result.message = (f"training stopped: {bad} became NaN/inf at epoch {epoch + 1}, step {step + 1}; the last good "
-                                      f"checkpoint is kept in {out / 'checkpoints' / 'last.pt'}; try a lower learning rate (--set train.lr=2e-4)")
-                    return result
+                    return _stop_non_finite(result, out, metrics, epoch, step + 1, bad)
                 batch, step = batch + 1, step + 1
                 window_images += t.batch_size
                 elapsed = time.perf_counter() - window_start
@@ -314,6 +332,8 @@ def _fit(plan: Plan) -> Result:
                                       f"datagen train --resume --out {out}")
                     return result
             epoch, batch = epoch + 1, 0
+            if not all(torch.isfinite(p).all() for _, net in model.nets.items() for p in net.parameters()):
+                return _stop_non_finite(result, out, metrics, epoch - 1, step, "the weights")
             measured = monitor.measure(model, images, out / "samples", epoch)
             record = {"epoch": epoch, "step": step, "event": "epoch", "epoch_seconds": round(time.perf_counter() - epoch_start, 2), **measured}
             metrics.write(record)
@@ -331,6 +351,16 @@ def _fit(plan: Plan) -> Result:
     metrics.close()
     rundir.set_status(out, "completed", epochs=epoch, step=step, best_fidelity=best)
     result.epoch, result.step, result.final_losses = epoch, step, logs
+    return result
+
+
+def _stop_non_finite(result: Result, out: Path, metrics: rundir.MetricsLog, epoch: int, step: int, what: str) -> Result:
+    """End a run whose numbers went NaN/inf, keeping the last good checkpoint untouched."""
+    metrics.close()
+    rundir.set_status(out, "failed", reason=f"non-finite {what}")
+    result.status, result.epoch, result.step = "failed", epoch, step
+    result.message = (f"training stopped: {what} became NaN/inf at epoch {epoch + 1}, step {step}; the last good "
+                      f"checkpoint is kept in {out / 'checkpoints' / 'last.pt'}; try a lower learning rate (--set train.lr=1e-4)")
     return result
 
 

@@ -72,8 +72,33 @@ def test_overrides():
 def test_unknown_recipe_name_suggests():
     with pytest.raises(DatagenError, match="did you mean 'mnist-cpu'"):
         recipes.load("mnist-cp")
+    with pytest.raises(DatagenError, match="recipe file not found"):
+        recipes.load("../builtin_recipes/tiny8")  # a path is a path: never joined to the built-in folder
     with pytest.raises(DatagenError, match="unknown recipe"):
-        recipes.load("../../no-such-recipe")  # never joined into a path
+        recipes.load("Tiny8")
+
+
+def test_a_folder_named_like_a_recipe_does_not_hide_it(tmp_path, monkeypatch):
+    (tmp_path / "mnist").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert recipes.load("mnist").name == "mnist"
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("train.epochs=abc", "whole number"), ("train.betas=1", "two numbers"), ("train.batch_size=2.5", "whole number"),
+    ("latent.center=x", "must be a number"), ("latent.radius=0", "radius > 0"), ("train.lr=0", "lr > 0"),
+    ("train.recon_weight=-1", ">= 0"), ("image.crop=0", "crop > 0")])
+def test_wrong_values_are_named(setting, message):
+    with pytest.raises(DatagenError, match=message):
+        recipes.apply_overrides(recipes.load("tiny8"), [setting])
+
+
+def test_layer_values_are_typed(tmp_path):
+    text = (recipes.resources.files("datagen.builtin_recipes") / "tiny8.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("{ fc = 64, bn = true,", '{ fc = 64, bn = "no",'))
+    with pytest.raises(DatagenError, match=r"generator\[0\]: bn must be true or false"):
+        recipes.load(str(bad))
 
 
 def test_recipes_command_lists_every_recipe_with_parameter_counts(cli):

@@ -160,13 +160,17 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "path without recipe": (["mixed"], "--recipe"),
         "no cuda": (["digits", "--recipe", "tiny8", "--device", "cuda"], "CUDA"),
         "offline torchvision": (["mnist", "--data-root", "dl", "--recipe", "tiny8"], "dl"),
+        "wrong type in --set": (["digits", "--recipe", "tiny8", "--set", "train.epochs=abc"], "whole number"),
+        "bad betas": (["digits", "--recipe", "tiny8", "--set", "train.betas=[0.5]"], "two numbers"),
+        "usage error": (["digits", "--recipe", "tiny8", "--batch-size", "1"], "--batch-size"),
+        "markup in a name": (["x[/b]"], "x[/b]"),
     }
 
 
 @pytest.mark.parametrize("case", [
     "unknown name", "missing path", "empty folder", "mixed sizes", "corrupt image", "h5 without labels",
     "recipe unknown key", "recipe shape mismatch", "unknown recipe", "unknown --set key", "path without recipe", "no cuda",
-    "offline torchvision"])
+    "offline torchvision", "wrong type in --set", "bad betas", "usage error", "markup in a name"])
 def test_bad_input_is_one_line_exit_2_and_leaves_no_run(cli, tmp_path, case):
     if case == "no cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -188,7 +192,16 @@ def test_resume_with_another_recipe_or_into_an_existing_run(cli, tmp_path):
     assert again.returncode == 2 and "already holds a run" in again.stderr
     changed = cli("train", "--epochs", "2", "--resume", "--out", "r", "--batch-size", "8")
     assert changed.returncode == 2 and "batch_size" in changed.stderr
+    reseeded = cli("train", "--epochs", "2", "--resume", "--out", "r", "--seed", "5")
+    assert reseeded.returncode == 2 and "seed" in reseeded.stderr
+    moved = cli("train", "mnist-5k", "--epochs", "2", "--resume", "--out", "r")
+    assert moved.returncode == 2 and "fingerprints differ" in moved.stderr
+    # none of the refused resumes touched the finished run
     assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "completed"
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    into_full = cli(*TINY, "--epochs", "1", "--out", "notes")
+    assert into_full.returncode == 2 and "not empty" in into_full.stderr
 
 
 def test_checkpoints_load_weights_only(tmp_path):
