@@ -160,7 +160,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "path without recipe": (["mixed"], "--recipe"),
         "no cuda": (["digits", "--recipe", "tiny8", "--device", "cuda"], "CUDA"),
         "offline torchvision": (["mnist", "--data-root", "dl", "--recipe", "tiny8"], "dl"),
-        "wrong type in --set": (["digits", "--recipe", "tiny8", "--set", "train.epochs=abc"], "whole number"),
+        "wrong type in --set": (["digits", "--recipe", "tiny8", "--set", "train.kl_weight=abc"], "must be a number"),
         "bad betas": (["digits", "--recipe", "tiny8", "--set", "train.betas=[0.5]"], "two numbers"),
         "usage error": (["digits", "--recipe", "tiny8", "--batch-size", "1"], "--batch-size"),
         "markup in a name": (["x[/b]"], "x[/b]"),
