@@ -271,6 +271,7 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
         started["run"] = stop.armed = True
         rundir.point_latest(out, plan.options.runs_root)
         console.print(f"training {recipe.model} ({recipe.name}) on {plan.dataset}: {len(train_set)} images -> {out}")
+        console.print("fitting the small classifier behind the label-fidelity number (once per run)")
         monitor = Monitor.create(images, train_set.labels, len(train_set.class_names), recipe.latent.dim, plan.seed,
                                  recipe.latent.center)
         monitor.save(monitor_file)
