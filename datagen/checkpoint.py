@@ -45,10 +45,3 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "recipe" not in state or "nets" not in state:
         raise DatagenError(f"{path} is not a datagen checkpoint (no recipe or nets inside)")
     return state
-
-
-def resolve(run_or_file: Path) -> Path:
-    """A checkpoint file, or a run directory's checkpoints/last.pt."""
-    if run_or_file.is_dir():
-        return run_or_file / "checkpoints" / "last.pt"
-    return run_or_file

@@ -1,7 +1,8 @@
 """The `datagen` command: parse, call the library, render with rich, map errors to exit codes.
 
-Exit codes: 0 done, 1 a run that stopped on its own (NaN loss, internal error), 2 bad input,
-130 interrupted with Ctrl-C (after saving a checkpoint).
+Exit codes: 0 done, 1 a run that stopped on its own (NaN loss, internal error) or an output that
+`inspect` found incomplete or damaged, 2 bad input, 130 interrupted with Ctrl-C (after saving a
+checkpoint).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from datagen import nets, recipes, train as training
+from datagen import nets, recipes, store, train as training
 from datagen.errors import DatagenError
 from datagen.report import console
 
@@ -73,6 +75,29 @@ def recipes_cmd() -> None:
                       count("encoder"), count("generator"), count("d1"), count("d2"), r.source)
     # The listing is the command's output: stdout, and wide enough to read when piped.
     Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+@app.command("inspect")
+def inspect_cmd(path: Path = typer.Argument(..., help="An .h5 file or ImageFolder directory written by datagen.")) -> None:
+    """Summarise a generated dataset and verify it: exit 1 if it is incomplete or damaged."""
+    summary = store.inspect(path)
+    table = Table(title=escape(f"{summary.path} ({summary.format})"))
+    for col in ("class", "images", "of which real"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, count, real in zip(summary.class_names, summary.counts, summary.real_counts):
+        table.add_row(escape(name), str(count), str(real))
+    table.add_row("[bold]total", f"[bold]{sum(summary.counts)}", f"[bold]{sum(summary.real_counts)}")
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    out.print(table)
+    h, w, c = summary.image_shape
+    out.print(f"images {h}x{w}x{c}, complete: {summary.complete}")
+    for key, value in summary.provenance.items():
+        out.print(f"  {key}: {value}", markup=False, highlight=False)
+    if summary.problems:
+        for problem in summary.problems:
+            _one_line("problem:", problem)
+        raise typer.Exit(1)
+    out.print("verified: no problems found")
 
 
 def _one_line(prefix: str, message: str) -> None:

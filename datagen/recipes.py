@@ -363,10 +363,3 @@ def _settable_keys(raw: dict[str, Any]) -> list[str]:
     for table in ("image", "latent", "train"):
         keys += [f"{table}.{k}" for k in _optional_keys([table])]
     return keys
-
-
-def fits(recipe: Recipe, shape: tuple[int, int, int]) -> bool:
-    """Whether a recipe suits data of native shape (H, W, C) without up- or down-scaling."""
-    h, w, c = shape
-    side = recipe.image.crop or min(h, w)
-    return side == recipe.image.size and c == recipe.image.channels
