@@ -77,6 +77,42 @@ def recipes_cmd() -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
+@app.command("augment")
+def augment_cmd(
+    run: Path = typer.Argument(Path("runs/latest"), help="A run directory (its best checkpoint) or a checkpoint file."),
+    per_class: int = typer.Option(..., "--per-class", help="Generated images per class."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Labeled images to grow from (name or path, as in train); default: the run's own train split."),
+    seeds_per_class: Optional[int] = typer.Option(None, "--seeds-per-class", help="Use only K seeds per class (a fixed subset for --seed)."),
+    noise: str = typer.Option("0.3", "--noise", help="Latent noise scale, or a comma list of scales to mix."),
+    filter_: bool = typer.Option(True, "--filter/--no-filter", help="Keep a neighbour only if a classifier trained on the seeds agrees with its label."),
+    min_confidence: float = typer.Option(0.9, "--min-confidence"),
+    fmt: str = typer.Option("hdf5", "--format", help="hdf5 | imagefolder"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file or folder (default: inside the run directory)."),
+    include_seeds: bool = typer.Option(False, "--include-seeds", help="Also write the real seeds, marked as real."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted output to exactly N per class."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root"),
+) -> None:
+    """Grow labeled seeds into many more labeled images: latent neighbours through G."""
+    from datagen.augmentation import AugmentOptions, augment
+
+    try:
+        scales = tuple(float(v) for v in noise.split(","))
+    except ValueError:
+        raise DatagenError(f"--noise {noise}: give a number or a comma list such as 0.2,0.5") from None
+    result = augment(AugmentOptions(run=run, per_class=per_class, seeds=seeds, seeds_per_class=seeds_per_class, noise=scales,
+                                    filter=filter_, min_confidence=min_confidence, fmt=fmt, out=out, include_seeds=include_seeds,
+                                    resume=resume, overwrite=overwrite, seed=seed, batch_size=batch_size, device=device,
+                                    data_root=data_root))
+    rates = ", ".join(f"{r:.0%}" for r in result.rejection)
+    console.print(f"wrote {sum(result.counts)} images ({', '.join(map(str, result.counts))} per class) -> {result.path}\n"
+                  f"filter rejection per class: {rates}\npreviews: {result.previews[0].parent if result.previews else '-'}",
+                  highlight=False, markup=False)
+
+
 @app.command("inspect")
 def inspect_cmd(path: Path = typer.Argument(..., help="An .h5 file or ImageFolder directory written by datagen.")) -> None:
     """Summarise a generated dataset and verify it: exit 1 if it is incomplete or damaged."""

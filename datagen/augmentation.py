@@ -1,0 +1,210 @@
+"""Grow labeled seeds into many more labeled images: latent neighbours through G (thesis §4.2.1).
+
+For each class: z = proj(E(x_seed)), z' = proj(z + sigma * eps), x' = G(z'); seeds are used
+round-robin; an optional filter (a classifier trained on the seeds only) keeps a neighbour when it
+agrees with the label at a given confidence. Samples stream to the output batch by batch. Every
+batch's randomness is derived from (seed, class, samples already kept), so a resumed output
+continues with exactly the candidates an uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from datagen import __version__, checkpoint, data, store
+from datagen.classifier import train_classifier
+from datagen.errors import DatagenError
+from datagen.report import console, progress, save_grid
+from datagen.rundir import RUNS_ROOT, safe_name
+from datagen.selfexgan import Model
+from datagen.train import load_model, pick_device
+
+
+@dataclass
+class AugmentOptions:
+    run: Path = RUNS_ROOT / "latest"
+    per_class: int = 100
+    seeds: str | None = None  # default: the run's own dataset, train split
+    seeds_per_class: int | None = None  # use only K labeled images per class
+    noise: tuple[float, ...] = (0.3,)
+    filter: bool = True
+    min_confidence: float = 0.9
+    fmt: str = "hdf5"
+    out: Path | None = None
+    include_seeds: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    seed: int = 0
+    batch_size: int = 256
+    max_candidates: int = 20  # per kept sample, at most: beyond it the filter rejects too much
+    device: str = "auto"
+    data_root: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class AugmentResult:
+    path: Path
+    counts: list[int]
+    rejection: list[float]  # share of candidates the filter rejected, per class (this call)
+    previews: list[Path] = field(default_factory=list)
+
+
+def _checkpoint_file(run: Path) -> Path:
+    if run.is_dir():
+        best = run / "checkpoints" / "best.pt"
+        return best if best.is_file() else run / "checkpoints" / "last.pt"
+    return run
+
+
+def _validate(o: AugmentOptions) -> None:
+    if o.per_class <= 0:
+        raise DatagenError(f"--per-class {o.per_class}: ask for at least one image per class")
+    if o.seeds_per_class is not None and o.seeds_per_class <= 0:
+        raise DatagenError(f"--seeds-per-class {o.seeds_per_class}: use at least one seed per class")
+    if not o.noise or any(s < 0 for s in o.noise):
+        raise DatagenError("--noise takes one or more scales >= 0, e.g. --noise 0.3 or --noise 0.2,0.5")
+    if not 0 <= o.min_confidence <= 1:
+        raise DatagenError(f"--min-confidence {o.min_confidence}: use a probability between 0 and 1")
+    if o.batch_size < 1:
+        raise DatagenError("--batch-size must be at least 1")
+
+
+def _pick_seeds(labels: torch.Tensor, n_classes: int, k: int | None, seed: int, names: tuple[str, ...]) -> list[torch.Tensor]:
+    """Per class, the positions of the seeds to grow from: all, or a fixed random K."""
+    picked = []
+    for c in range(n_classes):
+        where = torch.nonzero(labels == c).flatten()
+        if where.numel() == 0:
+            raise DatagenError(f"class '{names[c]}' has no seed images: add some, or drop the class from the seeds")
+        if k is not None:
+            order = torch.randperm(where.numel(), generator=torch.Generator().manual_seed(seed * 7919 + c))
+            where = where[order[:k]].sort().values
+        picked.append(where)
+    return picked
+
+
+def _batch_generator(seed: int, c: int, kept: int, stalled: int) -> torch.Generator:
+    """A batch's noise from (seed, class, samples kept so far, batches since one was kept): resumable."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + c) * 1_000_003 + kept) * 1_009 + stalled)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _candidates(model: Model, z_seeds: torch.Tensor, noise: tuple[float, ...], start: int, n: int,
+                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n neighbours, seeds taken round-robin from position `start`; returns (uint8 images, seed positions)."""
+    which = (start + torch.arange(n)) % z_seeds.shape[0]
+    sigma = torch.tensor(noise)[torch.arange(n) % len(noise)].unsqueeze(1)
+    eps = torch.randn(n, z_seeds.shape[1], generator=gen)
+    device = z_seeds.device
+    z = model.project(z_seeds[which] + (sigma * eps).to(device))
+    return data.to_uint8(model.decode(z).cpu()), which
+
+
+def augment(o: AugmentOptions) -> AugmentResult:
+    """Write per_class neighbours per class (plus the seeds, if asked) to o.out; see the module docstring."""
+    _validate(o)
+    ckpt = _checkpoint_file(o.run)
+    state = checkpoint.load(ckpt)
+    device = pick_device(o.device)
+    model = load_model(state, device)
+    for net in (model.nets.encoder, model.nets.generator):
+        net.eval()
+    img = model.recipe.image
+    source = o.seeds or state["dataset"]["source"]
+    seeds = data.load(source, "train", size=img.size, channels=img.channels, crop=img.crop, data_root=o.data_root)
+    names = seeds.class_names
+    picked = _pick_seeds(seeds.labels, len(names), o.seeds_per_class, o.seed, names)
+    chosen = torch.cat(picked)
+    out = o.out or (ckpt.parent.parent if o.run.is_dir() else ckpt.parent) / ("augmented.h5" if o.fmt == "hdf5" else "augmented")
+    provenance = {
+        "class_names": list(names), "source": seeds.source, "split": "train", "split_rule": seeds.split_rule,
+        "seed_indices": seeds.indices[chosen].tolist(), "seeds_per_class": o.seeds_per_class,
+        "checkpoint": str(ckpt), "checkpoint_sha256": _sha256(ckpt), "recipe": model.recipe.name,
+        "noise": list(o.noise), "filter": o.filter, "min_confidence": o.min_confidence if o.filter else None,
+        "per_class": o.per_class, "include_seeds": o.include_seeds, "seed": o.seed, "datagen_version": __version__,
+    }
+    h, w, ch = img.size, img.size, img.channels
+    writer = store.open_writer(out, o.fmt, image_shape=(h, w, ch), class_names=list(names), provenance=provenance,
+                               resume=o.resume, overwrite=o.overwrite)
+    with writer:
+        if o.include_seeds and sum(writer.counts()) == 0:  # seeds go first, in one durable batch
+            writer.write(seeds.images[chosen], seeds.labels[chosen], seeds.indices[chosen], torch.ones(len(chosen), dtype=torch.bool))
+        x_seeds = data.to_model_input(seeds.images[chosen]).to(device)
+        classifier = None
+        if o.filter:
+            console.print(f"fitting the filter classifier on {len(chosen)} seed images")
+            classifier = train_classifier(x_seeds, seeds.labels[chosen].to(device), len(names), seed=o.seed)
+        rejection = _generate(model, o, writer, picked, seeds, x_seeds, chosen, classifier)
+        writer.finish()
+        counts = writer.counts()
+    previews = _previews(model, o, out, picked, seeds, names, device)
+    return AugmentResult(path=out, counts=counts, rejection=rejection, previews=previews)
+
+
+@torch.inference_mode()
+def _generate(model: Model, o: AugmentOptions, writer: store.Writer, picked: list[torch.Tensor], seeds: data.ImageSet,
+              x_seeds: torch.Tensor, chosen: torch.Tensor, classifier: torch.nn.Module | None) -> list[float]:
+    offsets = torch.cumsum(torch.tensor([0] + [len(p) for p in picked]), 0)
+    rejection = []
+    with progress() as bar:
+        done = [count - (len(picked[c]) if o.include_seeds else 0) for c, count in enumerate(writer.counts())]
+        task = bar.add_task("augment", total=o.per_class * len(picked), completed=sum(done), info="",
+                            visible=o.progress and console.is_terminal)
+        for c, where in enumerate(picked):
+            z_seeds = model.encode(x_seeds[offsets[c]:offsets[c + 1]])
+            kept, tried, rejected = done[c], 0, 0
+            stalled = 0  # batches since `kept` last grew: with `kept`, all a batch's randomness depends on
+            while kept < o.per_class:
+                if tried > o.max_candidates * o.per_class:
+                    raise DatagenError(f"class '{seeds.class_names[c]}': the filter rejected {rejected} of {tried} "
+                                       f"neighbours; lower --min-confidence or --noise, or pass --no-filter")
+                n = min(o.batch_size, (o.per_class - kept) * (2 if classifier is not None else 1))
+                start = kept + stalled * n
+                images, which = _candidates(model, z_seeds, o.noise, start, n, _batch_generator(o.seed, c, kept, stalled))
+                keep = torch.ones(n, dtype=torch.bool)
+                if classifier is not None:
+                    probs = torch.softmax(classifier(data.to_model_input(images).to(x_seeds.device)), 1).cpu()
+                    keep = (probs.argmax(1) == c) & (probs[:, c] >= o.min_confidence)
+                tried += n
+                rejected += int((~keep).sum())
+                take = torch.nonzero(keep).flatten()[: o.per_class - kept]
+                if take.numel():
+                    seed_positions = chosen[offsets[c] + which[take]]
+                    writer.write(images[take], torch.full((take.numel(),), c, dtype=torch.int64),
+                                 seeds.indices[seed_positions], torch.zeros(take.numel(), dtype=torch.bool))
+                    kept += take.numel()
+                    stalled = 0
+                    bar.update(task, advance=take.numel(), info=f"class {seeds.class_names[c]}")
+                else:
+                    stalled += 1
+            rejection.append(rejected / tried if tried else 0.0)
+    return rejection
+
+
+@torch.inference_mode()
+def _previews(model: Model, o: AugmentOptions, out: Path, picked: list[torch.Tensor], seeds: data.ImageSet,
+              names: tuple[str, ...], device: torch.device) -> list[Path]:
+    """Per class, rows of: a seed, then 7 of its neighbours — to look at before training on the output."""
+    folder = out.with_name(f"{out.stem}-preview")
+    paths = []
+    for c, where in enumerate(picked):
+        x = data.to_model_input(seeds.images[where[:8]]).to(device)
+        z = model.encode(x).repeat_interleave(7, 0)
+        gen = torch.Generator().manual_seed(o.seed)
+        sigma = torch.tensor(o.noise)[torch.arange(z.shape[0]) % len(o.noise)].unsqueeze(1)
+        neighbours = model.decode(model.project(z + (sigma * torch.randn(z.shape, generator=gen)).to(device)))
+        rows = torch.cat([torch.cat([x[i:i + 1], neighbours[i * 7:(i + 1) * 7]]) for i in range(x.shape[0])])
+        paths.append(save_grid(rows, folder / f"{c:03d}-{safe_name(names[c])}.png", nrow=8))
+    return paths

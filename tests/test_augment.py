@@ -1,0 +1,108 @@
+"""`datagen augment`: exactly N per class, seeds subset, filter cap, resume, formats, bad input."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torchvision.datasets import ImageFolder
+
+from datagen import augmentation as aug, store, train as training
+from datagen.errors import DatagenError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("aug") / "run"
+    training.fit(training.prepare(training.TrainOptions(dataset="digits", recipe="tiny8", epochs=1, out=out, progress=False)))
+    return out
+
+
+def _opts(run, out, **kw):
+    base = dict(run=run, per_class=7, seeds_per_class=3, filter=False, out=out, batch_size=5, progress=False)
+    base.update(kw)
+    return aug.AugmentOptions(**base)
+
+
+def test_hdf5_has_exactly_n_per_class_from_the_chosen_seeds(run, tmp_path):
+    result = aug.augment(_opts(run, tmp_path / "a.h5", include_seeds=True))
+    assert result.counts == [10] * 10  # 7 generated + 3 real seeds per class
+    with h5py.File(tmp_path / "a.h5") as f:
+        labels, real, seed_index = f["labels"][:], f["real"][:], f["seed_index"][:]
+        assert f["images"].dtype == np.uint8 and f["images"].shape[1:] == (8, 8, 1)
+    chosen = set(store.inspect(tmp_path / "a.h5").provenance["seed_indices"])
+    assert len(chosen) == 30 and set(seed_index.tolist()) <= chosen
+    assert np.bincount(labels[~real]).tolist() == [7] * 10 and real.sum() == 30
+    summary = store.inspect(tmp_path / "a.h5")
+    assert summary.complete and not summary.problems
+    assert len(result.previews) == 10 and all(p.exists() for p in result.previews)
+
+
+def test_imagefolder_is_read_by_torchvision(run, tmp_path):
+    aug.augment(_opts(run, tmp_path / "folder", fmt="imagefolder"))
+    folder = ImageFolder(str(tmp_path / "folder"))
+    assert np.bincount(folder.targets).tolist() == [7] * 10
+
+
+def test_same_seed_same_output_and_the_seed_subset_is_recorded(run, tmp_path):
+    aug.augment(_opts(run, tmp_path / "a.h5"))
+    aug.augment(_opts(run, tmp_path / "b.h5"))
+    aug.augment(_opts(run, tmp_path / "c.h5", seed=1))
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b, h5py.File(tmp_path / "c.h5") as c:
+        assert np.array_equal(a["images"][:], b["images"][:])
+        assert not np.array_equal(a["images"][:], c["images"][:])
+
+
+def test_resume_after_an_interruption_gives_exactly_n(run, tmp_path, monkeypatch):
+    original = aug._candidates
+    calls = {"n": 0}
+
+    def dying(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(*args, **kw)
+
+    monkeypatch.setattr(aug, "_candidates", dying)
+    with pytest.raises(KeyboardInterrupt):
+        aug.augment(_opts(run, tmp_path / "r.h5"))
+    assert not store.inspect(tmp_path / "r.h5").complete
+    monkeypatch.setattr(aug, "_candidates", original)
+    with pytest.raises(DatagenError, match="--resume"):
+        aug.augment(_opts(run, tmp_path / "r.h5"))
+    aug.augment(_opts(run, tmp_path / "r.h5", resume=True))
+    aug.augment(_opts(run, tmp_path / "straight.h5"))
+    with h5py.File(tmp_path / "r.h5") as r, h5py.File(tmp_path / "straight.h5") as s:
+        assert np.bincount(r["labels"][:]).tolist() == [7] * 10
+        assert np.array_equal(r["images"][:], s["images"][:])  # the resumed output is the uninterrupted one
+
+
+def test_a_filter_that_rejects_everything_stops_with_a_hint(run, tmp_path):
+    with pytest.raises(DatagenError, match="--min-confidence"):
+        aug.augment(_opts(run, tmp_path / "f.h5", filter=True, min_confidence=1.0, max_candidates=2))
+    assert not store.inspect(tmp_path / "f.h5").complete
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"per_class": 0}, "--per-class"), ({"seeds_per_class": 0}, "--seeds-per-class"), ({"noise": (-1.0,)}, "--noise"),
+    ({"min_confidence": 2.0}, "--min-confidence")])
+def test_bad_options(run, tmp_path, change, message):
+    with pytest.raises(DatagenError, match=message):
+        aug.augment(_opts(run, tmp_path / "x.h5", **change))
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_bad_input_from_the_command_line(cli, run, tmp_path):
+    missing = cli("augment", str(tmp_path / "nowhere"), "--per-class", "5")
+    assert missing.returncode == 2 and "no checkpoint" in missing.stderr
+    noise = cli("augment", str(run), "--per-class", "5", "--noise", "a,b")
+    assert noise.returncode == 2 and "--noise" in noise.stderr
+    done = cli("augment", str(run), "--per-class", "3", "--no-filter", "--seeds-per-class", "2", "--out", "o.h5")
+    assert done.returncode == 0, done.stderr
+    assert cli("inspect", "o.h5").returncode == 0
+
+
+def test_python_api(run, tmp_path):
+    import datagen
+
+    result = datagen.augment(run, per_class=2, seeds_per_class=1, filter=False, out=tmp_path / "api.h5", progress=False)
+    assert result.counts == [2] * 10 and store.inspect(result.path).complete
