@@ -10,6 +10,7 @@ continues with exactly the candidates an uninterrupted run would have drawn.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,7 +128,8 @@ def augment(o: AugmentOptions) -> AugmentResult:
     names = seeds.class_names
     picked = _pick_seeds(seeds.labels, len(names), o.seeds_per_class, o.seed, names)
     chosen = torch.cat(picked)
-    out = o.out or (ckpt.parent.parent if o.run.is_dir() else ckpt.parent) / ("augmented.h5" if o.fmt == "hdf5" else "augmented")
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    out = o.out or run_dir / ("augmented.h5" if o.fmt == "hdf5" else "augmented")
     provenance = {
         "class_names": list(names), "source": seeds.source, "split": "train", "split_rule": seeds.split_rule,
         "seed_indices": seeds.indices[chosen].tolist(), "seeds_per_class": o.seeds_per_class,
@@ -162,6 +164,7 @@ def _generate(model: Model, o: AugmentOptions, writer: store.Writer, picked: lis
         done = [count - (len(picked[c]) if o.include_seeds else 0) for c, count in enumerate(writer.counts())]
         task = bar.add_task("augment", total=o.per_class * len(picked), completed=sum(done), info="",
                             visible=o.progress and console.is_terminal)
+        started, written = time.perf_counter(), 0
         for c, where in enumerate(picked):
             z_seeds = model.encode(x_seeds[offsets[c]:offsets[c + 1]])
             kept, tried, rejected = done[c], 0, 0
@@ -186,7 +189,10 @@ def _generate(model: Model, o: AugmentOptions, writer: store.Writer, picked: lis
                                  seeds.indices[seed_positions], torch.zeros(take.numel(), dtype=torch.bool))
                     kept += take.numel()
                     stalled = 0
-                    bar.update(task, advance=take.numel(), info=f"class {seeds.class_names[c]}")
+                    elapsed = time.perf_counter() - started
+                    written += take.numel()
+                    bar.update(task, advance=take.numel(),
+                               info=f"class {seeds.class_names[c]} {written / elapsed if elapsed else 0:.0f} img/s")
                 else:
                     stalled += 1
             rejection.append(rejected / tried if tried else 0.0)
