@@ -102,15 +102,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _neighbours(model: Model, z: torch.Tensor, noise: tuple[float, ...], gen: torch.Generator) -> torch.Tensor:
+    """G(proj(z + sigma * eps)) for each row of z, the scales of `noise` taken in turn."""
+    sigma = torch.tensor(noise)[torch.arange(z.shape[0]) % len(noise)].unsqueeze(1)
+    eps = torch.randn(z.shape, generator=gen)
+    return model.decode(model.project(z + (sigma * eps).to(z.device)))
+
+
 def _candidates(model: Model, z_seeds: torch.Tensor, noise: tuple[float, ...], start: int, n: int,
                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """n neighbours, seeds taken round-robin from position `start`; returns (uint8 images, seed positions)."""
     which = (start + torch.arange(n)) % z_seeds.shape[0]
-    sigma = torch.tensor(noise)[torch.arange(n) % len(noise)].unsqueeze(1)
-    eps = torch.randn(n, z_seeds.shape[1], generator=gen)
-    device = z_seeds.device
-    z = model.project(z_seeds[which] + (sigma * eps).to(device))
-    return data.to_uint8(model.decode(z).cpu()), which
+    return data.to_uint8(_neighbours(model, z_seeds[which], noise, gen).cpu()), which
 
 
 def augment(o: AugmentOptions) -> AugmentResult:
@@ -208,9 +211,7 @@ def _previews(model: Model, o: AugmentOptions, out: Path, picked: list[torch.Ten
     for c, where in enumerate(picked):
         x = data.to_model_input(seeds.images[where[:8]]).to(device)
         z = model.encode(x).repeat_interleave(7, 0)
-        gen = torch.Generator().manual_seed(o.seed)
-        sigma = torch.tensor(o.noise)[torch.arange(z.shape[0]) % len(o.noise)].unsqueeze(1)
-        neighbours = model.decode(model.project(z + (sigma * torch.randn(z.shape, generator=gen)).to(device)))
+        neighbours = _neighbours(model, z, o.noise, torch.Generator().manual_seed(o.seed))
         rows = torch.cat([torch.cat([x[i:i + 1], neighbours[i * 7:(i + 1) * 7]]) for i in range(x.shape[0])])
         paths.append(save_grid(rows, folder / f"{c:03d}-{safe_name(names[c])}.png", nrow=8))
     return paths

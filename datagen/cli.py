@@ -73,8 +73,7 @@ def recipes_cmd() -> None:
         count = lambda key: f"{nets.parameter_count(built[key]):,}" if key in built else "-"
         table.add_row(name, r.model, f"{r.image.size}x{r.image.size}x{r.image.channels}", str(r.latent.dim),
                       count("encoder"), count("generator"), count("d1"), count("d2"), r.source)
-    # The listing is the command's output: stdout, and wide enough to read when piped.
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    _stdout().print(table)
 
 
 @app.command("augment")
@@ -123,7 +122,7 @@ def inspect_cmd(path: Path = typer.Argument(..., help="An .h5 file or ImageFolde
     for name, count, real in zip(summary.class_names, summary.counts, summary.real_counts):
         table.add_row(escape(name), str(count), str(real))
     table.add_row("[bold]total", f"[bold]{sum(summary.counts)}", f"[bold]{sum(summary.real_counts)}")
-    out = Console(width=None if sys.stdout.isatty() else 160)
+    out = _stdout()
     out.print(table)
     h, w, c = summary.image_shape
     out.print(f"images {h}x{w}x{c}, complete: {summary.complete}")
@@ -134,6 +133,11 @@ def inspect_cmd(path: Path = typer.Argument(..., help="An .h5 file or ImageFolde
             _one_line("problem:", problem)
         raise typer.Exit(1)
     out.print("verified: no problems found")
+
+
+def _stdout() -> Console:
+    """A command's own output: stdout, and wide enough to read when piped."""
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _one_line(prefix: str, message: str) -> None:

@@ -25,9 +25,13 @@ from datagen.nets import Nets
 from datagen.recipes import Recipe
 
 
-def project(e: torch.Tensor, center: float, radius: float) -> torch.Tensor:
-    """Eqs. 4.1-4.4: move E's sigmoid output e onto a sphere, along its direction from 0.5."""
-    direction = e - 0.5
+def project(v: torch.Tensor, center: float, radius: float, origin: float = 0.5) -> torch.Tensor:
+    """Eqs. 4.1-4.4: move v onto the sphere about `center`, along its direction from `origin`.
+
+    E's sigmoid output is projected along its direction from 0.5, the sigmoid's midpoint; a latent
+    vector already near the sphere (a noisy neighbour) along its direction from the centre.
+    """
+    direction = v - origin
     norm = direction.norm(dim=1, keepdim=True).clamp_min(1e-6)
     return center + radius * direction / norm
 
@@ -80,8 +84,7 @@ class Model:
 
     def project(self, z: torch.Tensor) -> torch.Tensor:
         """Put any latent vector onto the codes' sphere (for neighbours z + noise)."""
-        c = self.recipe.latent.center
-        return c + self.radius * (z - c) / (z - c).norm(dim=1, keepdim=True).clamp_min(1e-6)
+        return project(z, self.recipe.latent.center, self.radius, origin=self.recipe.latent.center)
 
 
 # ---------------------------------------------------------------- SelfExGAN

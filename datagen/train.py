@@ -6,6 +6,8 @@ input never leaves a run directory behind; `fit` then trains and writes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import signal
 import time
@@ -139,8 +141,6 @@ def prepare(opts: TrainOptions) -> Plan:
 
 
 def dry_run_report(plan: Plan) -> str:
-    import json
-
     recipe = plan.recipe
     img = (recipe.image.channels, recipe.image.size, recipe.image.size)
     m = recipe.latent.dim
@@ -370,6 +370,4 @@ def _losses(logs: dict[str, float]) -> str:
 
 
 def _indices_digest(indices: torch.Tensor) -> str:
-    import hashlib
-
     return hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
