@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from datagen import nets, recipes, store, train as training
+from datagen import nets, recipes, rundir, store, train as training
 from datagen.errors import DatagenError
 from datagen.report import console
 
@@ -82,7 +82,7 @@ def augment_cmd(
     per_class: int = typer.Option(..., "--per-class", help="Generated images per class."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Labeled images to grow from (name or path, as in train); default: the run's own train split."),
     seeds_per_class: Optional[int] = typer.Option(None, "--seeds-per-class", help="Use only K seeds per class (a fixed subset for --seed)."),
-    noise: str = typer.Option("0.3", "--noise", help="Latent noise scale, or a comma list of scales to mix."),
+    noise: str = typer.Option("0.5", "--noise", help="Latent noise scale, or a comma list of scales to mix (default chosen by `datagen bench noise`, see README)."),
     filter_: bool = typer.Option(True, "--filter/--no-filter", help="Keep a neighbour only if a classifier trained on the seeds agrees with its label."),
     min_confidence: float = typer.Option(0.9, "--min-confidence"),
     fmt: str = typer.Option("hdf5", "--format", help="hdf5 | imagefolder"),
@@ -98,11 +98,8 @@ def augment_cmd(
     """Grow labeled seeds into many more labeled images: latent neighbours through G."""
     from datagen.augmentation import AugmentOptions, augment
 
-    try:
-        scales = tuple(float(v) for v in noise.split(","))
-    except ValueError:
-        raise DatagenError(f"--noise {noise}: give a number or a comma list such as 0.2,0.5") from None
-    result = augment(AugmentOptions(run=run, per_class=per_class, seeds=seeds, seeds_per_class=seeds_per_class, noise=scales,
+    result = augment(AugmentOptions(run=run, per_class=per_class, seeds=seeds, seeds_per_class=seeds_per_class,
+                                    noise=_scales(noise, "--noise"),
                                     filter=filter_, min_confidence=min_confidence, fmt=fmt, out=out, include_seeds=include_seeds,
                                     resume=resume, overwrite=overwrite, seed=seed, batch_size=batch_size, device=device,
                                     data_root=data_root))
@@ -133,6 +130,50 @@ def inspect_cmd(path: Path = typer.Argument(..., help="An .h5 file or ImageFolde
             _one_line("problem:", problem)
         raise typer.Exit(1)
     out.print("verified: no problems found")
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Measurements that back datagen's defaults and speed claims.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("noise")
+def bench_noise_cmd(
+    run: Path = typer.Argument(Path("runs/latest"), help="A run directory or a checkpoint file."),
+    scales: str = typer.Option("0,0.1,0.2,0.3,0.5,0.7,1.0", "--scales", help="Comma list of noise scales to try."),
+    per_class: int = typer.Option(300, "--per-class", min=1, help="Generated images per class and scale."),
+    seeds_per_class: int = typer.Option(10, "--seeds-per-class", min=1, help="Labeled seeds per class to grow from."),
+    min_confidence: float = typer.Option(0.9, "--min-confidence", min=0.0, max=1.0),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write every number to this JSON file."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root"),
+) -> None:
+    """Label agreement (independent reference classifier) and variety of augment's neighbours per noise scale."""
+    from datagen.noise_sweep import sweep
+
+    result = sweep(run, _scales(scales, "--scales"), per_class=per_class, seeds_per_class=seeds_per_class,
+                   min_confidence=min_confidence, seed=seed, data_root=data_root)
+    table = Table(title=f"augment neighbours vs. the reference classifier ({result.reference_test_accuracy:.1%} on real test images)")
+    for col in ("noise", "filter", "agreement", "worst class", "rejected", "distance to seed", "seconds"):
+        table.add_column(col, justify="right")
+    for r in result.rows:
+        if r.agreement is None:
+            table.add_row(f"{r.noise:g}", "on", "filter cap hit", "-", "-", "-", f"{r.seconds:.1f}")
+            continue
+        table.add_row(f"{r.noise:g}", "on" if r.filter else "off", f"{r.agreement:.1%}", f"{min(r.agreement_per_class):.1%}",
+                      f"{r.rejection:.1%}", f"{r.distance_to_seed:.3f}", f"{r.seconds:.1f}")
+    _stdout().print(table)
+    if json_path is not None:
+        rundir.write_json(json_path, result.to_json())
+        _stdout().print(f"wrote {json_path}", markup=False, highlight=False)
+
+
+
+
+def _scales(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise DatagenError(f"{option} {text}: give a number or a comma list such as 0.2,0.5") from None
 
 
 def _stdout() -> Console:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,27 @@ def load(spec: str, split: str = "train", *, size: int, channels: int, crop: int
     return ImageSet(images=images, labels=torch.as_tensor(sel.labels, dtype=torch.int64),
                     class_names=sel.class_names, source=str(source), split=split,
                     indices=torch.as_tensor(sel.indices, dtype=torch.int64), split_rule=sel.rule)
+
+
+MAX_UPSCALE = 2.0  # beyond this, resizing invents detail the model never saw: refuse rather than guess
+
+
+def check_safe_to_conform(spec: str, shape: tuple[int, int, int], size: int, channels: int, crop: int | None) -> None:
+    """Refuse images a model of this size should not be fed after conversion (non-square, or far too small).
+
+    Grey <-> RGB and dropping alpha are always safe; so is shrinking a square image or a crop. Non-square
+    images without a recipe crop would lose their edges, and upscaling more than MAX_UPSCALE times would
+    feed the model blur it never saw.
+    """
+    h, w, _ = shape
+    if crop is None and h != w:
+        raise DatagenError(f"{spec}: images are {h}x{w} but the recipe takes square {size}x{size} images; "
+                           "crop or pad them to a square first")
+    side = crop if crop is not None else min(h, w)
+    if size > side * MAX_UPSCALE:
+        raise DatagenError(f"{spec}: images are {h}x{w}, too small for the recipe's {size}x{size} "
+                           f"(more than {MAX_UPSCALE:g}x upscaling); use images of at least "
+                           f"{math.ceil(size / MAX_UPSCALE)}x{math.ceil(size / MAX_UPSCALE)}, or a run trained at their size")
 
 
 # --- conforming --------------------------------------------------------------------------------------------------

@@ -20,6 +20,19 @@ def safe_name(text: str) -> str:
     return name or "data"
 
 
+def checkpoint_of(run: Path) -> Path:
+    """The checkpoint a command uses for RUN: a run directory's best (else last), or RUN itself if it is a file."""
+    if run.is_dir():
+        best = run / "checkpoints" / "best.pt"
+        return best if best.is_file() else run / "checkpoints" / "last.pt"
+    return run
+
+
+def folder_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint belongs to (or the folder holding a loose checkpoint file)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
 def default_dir(dataset: str, root: Path = RUNS_ROOT) -> Path:
     stem = safe_name(Path(dataset).stem if Path(dataset).suffix in (".h5", ".hdf5") else dataset)
     base = root / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -106,3 +106,72 @@ def test_python_api(run, tmp_path):
 
     result = datagen.augment(run, per_class=2, seeds_per_class=1, filter=False, out=tmp_path / "api.h5", progress=False)
     assert result.counts == [2] * 10 and store.inspect(result.path).complete
+
+
+def _png_folder(root, shape, classes=("a", "b"), per_class=3):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 3), (12, 12), (5, 5)])
+def test_seeds_of_another_size_or_colour_are_converted_when_safe(run, tmp_path, shape):
+    seeds = _png_folder(tmp_path / "seeds", shape)
+    result = aug.augment(_opts(run, tmp_path / "s.h5", seeds=str(seeds), seeds_per_class=None, per_class=3))
+    assert result.counts == [3, 3]
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f["images"].shape == (6, 8, 8, 1)  # grey 8x8, as the tiny8 recipe takes
+
+
+@pytest.mark.parametrize(("shape", "message"), [((8, 12), "square"), ((3, 3), "too small")])
+def test_seeds_that_cannot_be_converted_safely_are_refused(cli, run, tmp_path, shape, message):
+    seeds = _png_folder(tmp_path / "seeds", shape)
+    result = cli("augment", str(run), "--per-class", "3", "--seeds", str(seeds), "--out", "x.h5")
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.h5").exists()
+
+
+def test_a_class_with_no_seeds_is_named(tmp_path):
+    with pytest.raises(DatagenError, match="class 'b' has no seed images"):
+        aug._pick_seeds(torch.tensor([0, 0, 2]), 3, None, 0, ("a", "b", "c"))
+
+
+def test_an_unwritable_out_is_one_line_and_leaves_nothing(cli, run, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    result = cli("augment", str(run), "--per-class", "3", "--no-filter", "--out", str(tmp_path / "file" / "o.h5"))
+    assert result.returncode == 2 and "choose a writable --out" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_gives_exactly_n_per_class(run, tmp_path):
+    """The command itself, killed with SIGKILL mid-output, then resumed (issue 3's acceptance check)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "k.h5"
+    args = [sys.executable, "-m", "datagen.cli", "augment", str(run), "--per-class", "3000", "--batch-size", "16",
+            "--seeds-per-class", "5", "--no-filter", "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 400_000):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interrupted = store.inspect(out)
+    assert not interrupted.complete and 0 < sum(interrupted.counts) < 30000
+    resumed = subprocess.run(args + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = store.inspect(out)
+    assert summary.complete and not summary.problems and summary.counts == [3000] * 10
+    with h5py.File(out) as f:
+        assert f.attrs["complete"] and np.bincount(f["labels"][:]).tolist() == [3000] * 10
