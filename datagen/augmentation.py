@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from datagen import __version__, checkpoint, data, rundir, store
 from datagen.classifier import train_classifier
@@ -35,9 +36,13 @@ class AugmentOptions:
     per_class: int = 100
     seeds: str | None = None  # default: the run's own dataset, train split
     seeds_per_class: int | None = None  # use only K labeled images per class
+    seed_indices: tuple[int, ...] | None = None  # API only: exactly these source indices (e.g. a labels budget)
     # 0.5: the largest scale at which an independent classifier still agrees with 98% of the kept
     # neighbours (92% unfiltered) on the default mnist-5k run; README "Choosing the noise scale".
     noise: tuple[float, ...] = (0.5,)
+    mix: float = 0.0  # share of candidates blended from two seeds of their class (see _candidates)
+    unlabeled: bool = False  # also grow from the dataset's unlabeled images, labelled by their nearest seed code
+    unlabeled_indices: tuple[int, ...] | None = None  # API only: exactly these source indices as unlabeled images
     filter: bool = True
     min_confidence: float = 0.9
     fmt: str = "hdf5"
@@ -68,6 +73,8 @@ def _validate(o: AugmentOptions) -> None:
         raise DatagenError(f"--seeds-per-class {o.seeds_per_class}: use at least one seed per class")
     if not o.noise or any(s < 0 for s in o.noise):
         raise DatagenError("--noise takes one or more scales >= 0, e.g. --noise 0.3 or --noise 0.2,0.5")
+    if not 0 <= o.mix <= 1:
+        raise DatagenError(f"--mix {o.mix}: give the share of blended candidates, between 0 and 1")
     if not 0 <= o.min_confidence <= 1:
         raise DatagenError(f"--min-confidence {o.min_confidence}: use a probability between 0 and 1")
     if o.batch_size < 1:
@@ -109,10 +116,21 @@ def _neighbours(model: Model, z: torch.Tensor, noise: tuple[float, ...], gen: to
 
 
 def _candidates(model: Model, z_seeds: torch.Tensor, noise: tuple[float, ...], start: int, n: int,
-                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """n neighbours, seeds taken round-robin from position `start`; returns (uint8 images, seed positions)."""
+                gen: torch.Generator, mix: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n neighbours, seeds taken round-robin from position `start`; returns (uint8 images, seed positions).
+
+    With mix > 0, that share of the candidates starts from a blend of their seed and another random
+    seed of the same class, proj((1 - t) z_a + t z_b) with t ~ U(0, 1): new combinations of the
+    class's own variations rather than only small moves around one seed.
+    """
     which = (start + torch.arange(n)) % z_seeds.shape[0]
-    return data.to_uint8(_neighbours(model, z_seeds[which], noise, gen).cpu()), which
+    z = z_seeds[which]
+    if mix > 0:  # drawn only when asked, so mix = 0 reproduces earlier outputs exactly
+        blend = torch.rand(n, generator=gen) < mix
+        partner = torch.randint(0, z_seeds.shape[0], (n,), generator=gen)
+        t = (torch.rand(n, 1, generator=gen) * blend.unsqueeze(1)).to(z.device)
+        z = model.project((1 - t) * z + t * z_seeds[partner.to(z.device)])
+    return data.to_uint8(_neighbours(model, z, noise, gen).cpu()), which
 
 
 def augment(o: AugmentOptions) -> AugmentResult:
@@ -130,14 +148,18 @@ def augment(o: AugmentOptions) -> AugmentResult:
         data.check_safe_to_conform(o.seeds, data.probe(o.seeds, o.data_root), img.size, img.channels, img.crop)
     seeds = data.load(source, "train", size=img.size, channels=img.channels, crop=img.crop, data_root=o.data_root)
     names = seeds.class_names
-    picked = _pick_seeds(seeds.labels, len(names), o.seeds_per_class, o.seed, names)
+    if o.seed_indices is not None:  # only the given images may be seeds: anything else would leak labels
+        allowed = torch.isin(seeds.indices, torch.as_tensor(o.seed_indices, dtype=torch.int64))
+        picked = _pick_seeds(torch.where(allowed, seeds.labels, -1), len(names), o.seeds_per_class, o.seed, names)
+    else:
+        picked = _pick_seeds(seeds.labels, len(names), o.seeds_per_class, o.seed, names)
     chosen = torch.cat(picked)
     out = o.out or rundir.folder_of(ckpt) / ("augmented.h5" if o.fmt == "hdf5" else "augmented")
     provenance = {
         "class_names": list(names), "source": seeds.source, "split": "train", "split_rule": seeds.split_rule,
         "seed_indices": seeds.indices[chosen].tolist(), "seeds_per_class": o.seeds_per_class,
         "checkpoint": str(ckpt), "checkpoint_sha256": _sha256(ckpt), "recipe": model.recipe.name,
-        "noise": list(o.noise), "filter": o.filter, "min_confidence": o.min_confidence if o.filter else None,
+        "noise": list(o.noise), "mix": o.mix, "unlabeled": o.unlabeled, "filter": o.filter, "min_confidence": o.min_confidence if o.filter else None,
         "per_class": o.per_class, "include_seeds": o.include_seeds, "seed": o.seed, "datagen_version": __version__,
     }
     h, w, ch = img.size, img.size, img.channels
@@ -151,7 +173,8 @@ def augment(o: AugmentOptions) -> AugmentResult:
         if o.filter:
             console.print(f"fitting the filter classifier on {len(chosen)} seed images")
             classifier = train_classifier(x_seeds, seeds.labels[chosen].to(device), len(names), seed=o.seed)
-        rejection = _generate(model, o, writer, picked, seeds, x_seeds, chosen, classifier)
+        pools = _pools(model, o, seeds, picked, chosen, x_seeds)
+        rejection = _generate(model, o, writer, pools, picked, seeds, classifier)
         writer.finish()
         counts = writer.counts()
     previews = _previews(model, o, out, picked, seeds, names, device)
@@ -159,17 +182,44 @@ def augment(o: AugmentOptions) -> AugmentResult:
 
 
 @torch.inference_mode()
-def _generate(model: Model, o: AugmentOptions, writer: store.Writer, picked: list[torch.Tensor], seeds: data.ImageSet,
-              x_seeds: torch.Tensor, chosen: torch.Tensor, classifier: torch.nn.Module | None) -> list[float]:
-    offsets = torch.cumsum(torch.tensor([0] + [len(p) for p in picked]), 0)
+def _pools(model: Model, o: AugmentOptions, seeds: data.ImageSet, picked: list[torch.Tensor], chosen: torch.Tensor,
+           x_seeds: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per class, the codes to grow from and, for each, the position of the labeled seed its label comes from.
+
+    Without `unlabeled` these are the class's seeds. With it, every other image of the seeds' dataset
+    (or exactly `unlabeled_indices`) joins the class of its nearest seed code (cosine, about the
+    sphere's centre): no label beyond the seeds' is used, and the filter still judges each neighbour.
+    """
+    z_seeds = torch.cat([model.encode(x_seeds[i:i + 512]) for i in range(0, len(x_seeds), 512)])
+    owner = chosen.clone()
+    z_all = z_seeds
+    if o.unlabeled:
+        rest = torch.ones(len(seeds), dtype=torch.bool)
+        rest[chosen] = False
+        if o.unlabeled_indices is not None:
+            rest &= torch.isin(seeds.indices, torch.as_tensor(o.unlabeled_indices, dtype=torch.int64))
+        where = torch.nonzero(rest).flatten()
+        if where.numel():
+            device = z_seeds.device
+            z_rest = torch.cat([model.encode(data.to_model_input(seeds.images[where[i:i + 512]]).to(device))
+                                for i in range(0, len(where), 512)])
+            center = model.recipe.latent.center
+            nearest = (F.normalize(z_rest - center, dim=1) @ F.normalize(z_seeds - center, dim=1).T).argmax(1).cpu()
+            owner, z_all = torch.cat([owner, chosen[nearest]]), torch.cat([z_seeds, z_rest])
+    labels = seeds.labels[owner]
+    return [(z_all[(labels == c).to(z_all.device)], owner[labels == c]) for c in range(len(picked))]
+
+
+@torch.inference_mode()
+def _generate(model: Model, o: AugmentOptions, writer: store.Writer, pools: list[tuple[torch.Tensor, torch.Tensor]],
+              picked: list[torch.Tensor], seeds: data.ImageSet, classifier: torch.nn.Module | None) -> list[float]:
     rejection = []
     with progress() as bar:
         done = [count - (len(picked[c]) if o.include_seeds else 0) for c, count in enumerate(writer.counts())]
         task = bar.add_task("augment", total=o.per_class * len(picked), completed=sum(done), info="",
                             visible=o.progress and console.is_terminal)
         started, written = time.perf_counter(), 0
-        for c, where in enumerate(picked):
-            z_seeds = model.encode(x_seeds[offsets[c]:offsets[c + 1]])
+        for c, (z_pool, owner) in enumerate(pools):
             kept, tried, rejected = done[c], 0, 0
             stalled = 0  # batches since `kept` last grew: with `kept`, all a batch's randomness depends on
             while kept < o.per_class:
@@ -178,18 +228,17 @@ def _generate(model: Model, o: AugmentOptions, writer: store.Writer, picked: lis
                                        f"neighbours; lower --min-confidence or --noise, or pass --no-filter")
                 n = min(o.batch_size, (o.per_class - kept) * (2 if classifier is not None else 1))
                 start = kept + stalled * n
-                images, which = _candidates(model, z_seeds, o.noise, start, n, _batch_generator(o.seed, c, kept, stalled))
+                images, which = _candidates(model, z_pool, o.noise, start, n, _batch_generator(o.seed, c, kept, stalled), o.mix)
                 keep = torch.ones(n, dtype=torch.bool)
                 if classifier is not None:
-                    probs = torch.softmax(classifier(data.to_model_input(images).to(x_seeds.device)), 1).cpu()
+                    probs = torch.softmax(classifier(data.to_model_input(images).to(z_pool.device)), 1).cpu()
                     keep = (probs.argmax(1) == c) & (probs[:, c] >= o.min_confidence)
                 tried += n
                 rejected += int((~keep).sum())
                 take = torch.nonzero(keep).flatten()[: o.per_class - kept]
                 if take.numel():
-                    seed_positions = chosen[offsets[c] + which[take]]
                     writer.write(images[take], torch.full((take.numel(),), c, dtype=torch.int64),
-                                 seeds.indices[seed_positions], torch.zeros(take.numel(), dtype=torch.bool))
+                                 seeds.indices[owner[which[take]]], torch.zeros(take.numel(), dtype=torch.bool))
                     kept += take.numel()
                     stalled = 0
                     elapsed = time.perf_counter() - started

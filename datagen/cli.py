@@ -18,6 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from datagen import nets, recipes, rundir, store, train as training
+from datagen.cli_latent import register as _register_latent
+from datagen.downstream import STEPS
+from datagen.evaluate import ARMS, GAN_PER_CLASS
 from datagen.errors import DatagenError
 from datagen.report import console
 
@@ -83,6 +86,8 @@ def augment_cmd(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Labeled images to grow from (name or path, as in train); default: the run's own train split."),
     seeds_per_class: Optional[int] = typer.Option(None, "--seeds-per-class", help="Use only K seeds per class (a fixed subset for --seed)."),
     noise: str = typer.Option("0.5", "--noise", help="Latent noise scale, or a comma list of scales to mix (default chosen by `datagen bench noise`, see README)."),
+    mix: float = typer.Option(0.0, "--mix", help="Share of candidates that start from a blend of two seeds of their class (0..1)."),
+    unlabeled: bool = typer.Option(False, "--unlabeled", help="Also grow from the seeds' dataset's other (unlabeled) images, each labelled by its nearest seed in latent space."),
     filter_: bool = typer.Option(True, "--filter/--no-filter", help="Keep a neighbour only if a classifier trained on the seeds agrees with its label."),
     min_confidence: float = typer.Option(0.9, "--min-confidence"),
     fmt: str = typer.Option("hdf5", "--format", help="hdf5 | imagefolder"),
@@ -99,7 +104,7 @@ def augment_cmd(
     from datagen.augmentation import AugmentOptions, augment
 
     result = augment(AugmentOptions(run=run, per_class=per_class, seeds=seeds, seeds_per_class=seeds_per_class,
-                                    noise=_scales(noise, "--noise"),
+                                    noise=_scales(noise, "--noise"), mix=mix, unlabeled=unlabeled,
                                     filter=filter_, min_confidence=min_confidence, fmt=fmt, out=out, include_seeds=include_seeds,
                                     resume=resume, overwrite=overwrite, seed=seed, batch_size=batch_size, device=device,
                                     data_root=data_root))
@@ -124,12 +129,92 @@ def inspect_cmd(path: Path = typer.Argument(..., help="An .h5 file or ImageFolde
     h, w, c = summary.image_shape
     out.print(f"images {h}x{w}x{c}, complete: {summary.complete}")
     for key, value in summary.provenance.items():
+        if isinstance(value, list) and len(value) > 12:  # e.g. 4,000 seed indices: a count and the ends
+            value = f"{len(value)} values: {', '.join(map(str, value[:5]))}, …, {', '.join(map(str, value[-3:]))}"
         out.print(f"  {key}: {value}", markup=False, highlight=False)
     if summary.problems:
         for problem in summary.problems:
             _one_line("problem:", problem)
         raise typer.Exit(1)
     out.print("verified: no problems found")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Path = typer.Option(Path("runs/latest"), "--run", help="A run directory or a checkpoint file."),
+    labels_per_class: str = typer.Option("1,10,100", "--labels-per-class", help="Comma list of label budgets per class; 'all' for every label."),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="Seed draws per budget (the same draw for every arm)."),
+    arms: str = typer.Option(",".join(ARMS), "--arms", help="Comma list of: " + ", ".join(ARMS)),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="evaluation.json path (evaluation.md and accuracy.png go beside it); default RUN/evaluation/."),
+    gan_per_class: int = typer.Option(GAN_PER_CLASS, "--gan-per-class", min=1, help="Generated images per class in the gan arms."),
+    noise: Optional[str] = typer.Option(None, "--noise", help="augment's noise for the gan arms (default: augment's default)."),
+    mix: Optional[float] = typer.Option(None, "--mix", help="augment's --mix for the gan arms (default: augment's default)."),
+    unlabeled: bool = typer.Option(False, "--unlabeled", help="gan arms also grow from the train split's images outside the labels budget, labels hidden (augment --unlabeled)."),
+    filter_: bool = typer.Option(True, "--filter/--no-filter", help="augment's seed-trained label filter in the gan arms."),
+    steps: int = typer.Option(STEPS, "--steps", min=1, help="Optimisation steps of every downstream classifier."),
+    with_quality: bool = typer.Option(True, "--quality/--no-quality", help="Also measure E and G (1-NN, FID, precision/recall...)."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**20),
+    data_root: Optional[Path] = typer.Option(None, "--data-root"),
+) -> None:
+    """Benchmark: downstream test accuracy with real labels only, classical augmentation, datagen, and both."""
+    from datagen.evaluate import EvaluateOptions, evaluate
+
+    budgets = tuple(_budget(v, labels_per_class) for v in labels_per_class.split(","))
+    result = evaluate(EvaluateOptions(run=run, labels_per_class=budgets, repeats=repeats, arms=tuple(arms.split(",")),
+                                      json_path=json_path, gan_per_class=gan_per_class,
+                                      noise=_scales(noise, "--noise") if noise else None, mix=mix, unlabeled=unlabeled, filter=filter_, steps=steps, quality=with_quality, seed=seed,
+                                      data_root=data_root))
+    _print_evaluation(result)
+
+
+def _budget(text: str, option: str) -> int | None:
+    if text.strip() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise DatagenError(f"--labels-per-class {option}: give whole numbers or 'all', e.g. 1,10,100,all") from None
+
+
+def _print_evaluation(result) -> None:
+    from datagen.evaluation_report import gain_text
+
+    table = Table(title=f"test accuracy on {result.config['source']} ({result.config['repeats']} repeats)")
+    for col in ("labels/class", "arm", "accuracy %", "gain over real [95% CI]", "gain over real+classic"):
+        table.add_column(col, justify="left" if col == "arm" else "right")
+    for r in result.results:
+        table.add_row(str(r["labels_per_class"]), r["arm"], f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}",
+                      gain_text(r.get("gain_over_real")), gain_text(r.get("gain_over_real+classic")))
+    out = _stdout()
+    out.print(table)
+    if result.quality:
+        q = result.quality
+        keys = [k for k in ("latent_1nn_accuracy", "latent_linear_probe_accuracy", "recon_ratio", "recon_label_fidelity",
+                            "generated_label_fidelity", "fid_reference_features", "precision", "recall") if k in q]
+        out.print("quality: " + ", ".join(f"{k} {q[k]:.3f}" for k in keys), markup=False, highlight=False)
+    for name, path in result.paths.items():
+        out.print(f"{name}: {path}", markup=False, highlight=False)
+
+
+@app.command("demo")
+def demo_cmd(
+    epochs: int = typer.Option(8, "--epochs", min=1, help="Training epochs (8 fit the 15-minute budget on 2 CPU cores)."),
+    repeats: int = typer.Option(3, "--repeats", min=1),
+) -> None:
+    """train -> augment -> evaluate on the bundled mnist-5k, in the current folder (about 13 minutes on 2 CPU cores)."""
+    from datagen.augmentation import AugmentOptions, augment
+    from datagen.evaluate import EvaluateOptions, evaluate
+
+    trained = training.fit(training.prepare(training.TrainOptions(dataset="mnist-5k", epochs=epochs)))
+    if trained.status != "completed":
+        raise typer.Exit(130 if trained.status == "interrupted" else 1)
+    console.print(f"trained -> {trained.out}; growing 200 images per class from 10 seeds per class")
+    grown = augment(AugmentOptions(run=trained.out, per_class=200, seeds_per_class=10))
+    result = evaluate(EvaluateOptions(run=trained.out, labels_per_class=(10,), repeats=repeats))
+    _print_evaluation(result)
+    out = _stdout()
+    out.print(f"reconstructions: {trained.out / 'samples' / f'epoch-{trained.epoch:03d}-recon.png'}", markup=False, highlight=False)
+    out.print(f"augmented: {grown.path}; previews: {grown.previews[0].parent}", markup=False, highlight=False)
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Measurements that back datagen's defaults and speed claims.")
@@ -167,6 +252,7 @@ def bench_noise_cmd(
         _stdout().print(f"wrote {json_path}", markup=False, highlight=False)
 
 
+_register_latent(app)  # reconstruct, sample, chain, similarity, explore, embed, interpolate (datagen.cli_latent)
 
 
 def _scales(text: str, option: str) -> tuple[float, ...]:

@@ -62,6 +62,12 @@ class ImageSet:
         _, h, w, c = self.images.shape
         return h, w, c
 
+    def image_hashes(self) -> torch.Tensor:
+        """One 64-bit content hash per image (int64): lets evaluate prove no test image was trained on."""
+        flat = self.images.reshape(len(self.images), -1).numpy()
+        return torch.tensor([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little", signed=True)
+                             for row in flat], dtype=torch.int64)
+
     def fingerprint(self) -> str:
         digest = hashlib.sha256(self.images.contiguous().numpy().tobytes())
         digest.update(self.labels.contiguous().numpy().tobytes())

@@ -27,7 +27,9 @@ def pairs_grid(originals: torch.Tensor, others: torch.Tensor, path: Path, nrow: 
     """Rows of originals, each followed by a row of their counterparts (e.g. reconstructions)."""
     rows = []
     for i in range(0, originals.shape[0], nrow):
-        rows += [originals[i:i + nrow], others[i:i + nrow]]
+        a, b = originals[i:i + nrow], others[i:i + nrow]
+        blank = torch.ones((nrow - a.shape[0], *a.shape[1:]), dtype=a.dtype, device=a.device)  # a short last row
+        rows += [torch.cat([a, blank]), torch.cat([b, blank])]  # is padded, so pairs stay one above the other
     return save_grid(torch.cat(rows), path, nrow=nrow)
 
 

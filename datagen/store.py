@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # torch is slow to import; writers only ever need .detach().c
 FORMATS = ("hdf5", "imagefolder")
 FORMAT_VERSION = 1
 RESUME_MUST_MATCH = ("checkpoint_sha256", "noise", "seed", "seeds_per_class", "per_class", "filter", "min_confidence",
-                     "source")
+                     "source", "seed_indices", "mix", "unlabeled")
 MANIFEST = "manifest.json"
 
 _CHUNK_BYTES = 128 << 10  # images chunk target: a whole number of samples, ~64–256 KiB (h5py's sweet spot)

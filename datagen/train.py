@@ -246,7 +246,7 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
                            f"{t.batch_size}; lower it with --batch-size")
     fingerprint = train_set.fingerprint()
     # The resolved source (an absolute path for folders and files), so --resume works from anywhere.
-    dataset_info = {"source": train_set.source, "fingerprint": fingerprint}
+    dataset_info = {"source": train_set.source, "fingerprint": fingerprint, "image_hashes": train_set.image_hashes()}
     state = plan.resume_state
     if state is not None and state["dataset"]["fingerprint"] != fingerprint:
         raise DatagenError(f"--resume: {plan.dataset} is not the data {out} was trained on (fingerprints differ); "

@@ -6,15 +6,13 @@ import pytest
 import torch
 from torchvision.datasets import ImageFolder
 
-from datagen import augmentation as aug, store, train as training
+from datagen import augmentation as aug, store
 from datagen.errors import DatagenError
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("aug") / "run"
-    training.fit(training.prepare(training.TrainOptions(dataset="digits", recipe="tiny8", epochs=1, out=out, progress=False)))
-    return out
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 def _opts(run, out, **kw):
@@ -84,7 +82,7 @@ def test_a_filter_that_rejects_everything_stops_with_a_hint(run, tmp_path):
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"per_class": 0}, "--per-class"), ({"seeds_per_class": 0}, "--seeds-per-class"), ({"noise": (-1.0,)}, "--noise"),
-    ({"min_confidence": 2.0}, "--min-confidence")])
+    ({"min_confidence": 2.0}, "--min-confidence"), ({"mix": 1.5}, "--mix")])
 def test_bad_options(run, tmp_path, change, message):
     with pytest.raises(DatagenError, match=message):
         aug.augment(_opts(run, tmp_path / "x.h5", **change))
@@ -175,3 +173,28 @@ def test_kill_9_then_resume_gives_exactly_n_per_class(run, tmp_path):
     assert summary.complete and not summary.problems and summary.counts == [3000] * 10
     with h5py.File(out) as f:
         assert f.attrs["complete"] and np.bincount(f["labels"][:]).tolist() == [3000] * 10
+
+
+def test_mix_blends_seeds_and_still_gives_exactly_n(run, tmp_path):
+    plain = aug.augment(_opts(run, tmp_path / "plain.h5"))
+    mixed = aug.augment(_opts(run, tmp_path / "mixed.h5", mix=1.0))
+    assert plain.counts == mixed.counts == [7] * 10
+    with h5py.File(tmp_path / "plain.h5") as a, h5py.File(tmp_path / "mixed.h5") as b:
+        assert not np.array_equal(a["images"][:], b["images"][:])
+        assert store.inspect(tmp_path / "mixed.h5").provenance["mix"] == 1.0
+
+
+def test_unlabeled_images_carry_only_seed_labels(run, tmp_path):
+    result = aug.augment(_opts(run, tmp_path / "u.h5", unlabeled=True, seeds_per_class=2, per_class=30, noise=(0.0,)))
+    assert result.counts == [30] * 10
+    summary = store.inspect(tmp_path / "u.h5")
+    seeds = set(summary.provenance["seed_indices"])
+    with h5py.File(tmp_path / "u.h5") as f:
+        labels, grown = f["labels"][:], f["seed_index"][:]
+    assert len(seeds) == 20 and set(grown.tolist()) <= seeds  # every label traces back to a labeled seed
+    train = aug.data.load("digits", "train", size=8, channels=1)
+    label_of = dict(zip(train.indices.tolist(), train.labels.tolist()))
+    assert all(label_of[i] == y for i, y in zip(grown.tolist(), labels.tolist()))
+    # with no noise, 2 seeds per class alone give 20 distinct images: more means unlabeled codes were used
+    with h5py.File(tmp_path / "u.h5") as f:
+        assert len({row.tobytes() for row in f["images"][:]}) > 20 * 2

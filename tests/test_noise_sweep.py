@@ -4,14 +4,12 @@ import json
 
 import pytest
 
-from datagen import data, reference, train as training
+from datagen import data, reference
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sweep") / "run"
-    training.fit(training.prepare(training.TrainOptions(dataset="digits", recipe="tiny8", epochs=1, out=out, progress=False)))
-    return out
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 def test_the_reference_classifier_really_classifies_and_is_cached(run):
