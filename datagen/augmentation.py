@@ -2,7 +2,9 @@
 
 For each class: z = proj(E(x_seed)), z' = proj(z + sigma * eps), x' = G(z'); seeds are used
 round-robin; an optional filter (a classifier trained on the seeds only) keeps a neighbour when it
-agrees with the label at a given confidence. Samples stream to the output batch by batch. Every
+agrees with the label at a given confidence. Two extensions widen what neighbours start from: `mix`
+blends two seeds of a class, `unlabeled` adds the dataset's other images, each labelled by its
+nearest seed code (measured to help a downstream classifier: README, "datagen evaluate"). Samples stream to the output batch by batch. Every
 batch's randomness is derived from (seed, class, samples already kept), so a resumed output
 continues with exactly the candidates an uninterrupted run would have drawn.
 """
@@ -154,6 +156,7 @@ def augment(o: AugmentOptions) -> AugmentResult:
     else:
         picked = _pick_seeds(seeds.labels, len(names), o.seeds_per_class, o.seed, names)
     chosen = torch.cat(picked)
+    unlabeled = _unlabeled_positions(o, seeds, chosen)
     out = o.out or rundir.folder_of(ckpt) / ("augmented.h5" if o.fmt == "hdf5" else "augmented")
     provenance = {
         "class_names": list(names), "source": seeds.source, "split": "train", "split_rule": seeds.split_rule,
@@ -173,7 +176,7 @@ def augment(o: AugmentOptions) -> AugmentResult:
         if o.filter:
             console.print(f"fitting the filter classifier on {len(chosen)} seed images")
             classifier = train_classifier(x_seeds, seeds.labels[chosen].to(device), len(names), seed=o.seed)
-        pools = _pools(model, o, seeds, picked, chosen, x_seeds)
+        pools = _pools(model, seeds, len(picked), chosen, x_seeds, unlabeled)
         rejection = _generate(model, o, writer, pools, picked, seeds, classifier)
         writer.finish()
         counts = writer.counts()
@@ -182,32 +185,39 @@ def augment(o: AugmentOptions) -> AugmentResult:
 
 
 @torch.inference_mode()
-def _pools(model: Model, o: AugmentOptions, seeds: data.ImageSet, picked: list[torch.Tensor], chosen: torch.Tensor,
-           x_seeds: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _unlabeled_positions(o: AugmentOptions, seeds: data.ImageSet, chosen: torch.Tensor) -> torch.Tensor | None:
+    """Positions of the images that may serve unlabeled (None without --unlabeled); checked before writing."""
+    if not o.unlabeled:
+        return None
+    rest = torch.ones(len(seeds), dtype=torch.bool)
+    rest[chosen] = False
+    if o.unlabeled_indices is not None:
+        rest &= torch.isin(seeds.indices, torch.as_tensor(o.unlabeled_indices, dtype=torch.int64))
+    if not rest.any():
+        raise DatagenError(f"--unlabeled: every image of {seeds.source} is already a seed; use --seeds-per-class K "
+                           "so the others can serve as unlabeled images, or drop --unlabeled")
+    return torch.nonzero(rest).flatten()
+
+
+def _pools(model: Model, seeds: data.ImageSet, n_classes: int, chosen: torch.Tensor, x_seeds: torch.Tensor,
+           unlabeled: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per class, the codes to grow from and, for each, the position of the labeled seed its label comes from.
 
-    Without `unlabeled` these are the class's seeds. With it, every other image of the seeds' dataset
-    (or exactly `unlabeled_indices`) joins the class of its nearest seed code (cosine, about the
-    sphere's centre): no label beyond the seeds' is used, and the filter still judges each neighbour.
+    Without `unlabeled` these are the class's seeds. With it, each unlabeled image joins the class of
+    its nearest seed code (cosine, about the sphere's centre): no label beyond the seeds' is used, and
+    the filter, when on, still judges each neighbour.
     """
     z_seeds = torch.cat([model.encode(x_seeds[i:i + 512]) for i in range(0, len(x_seeds), 512)])
-    owner = chosen.clone()
-    z_all = z_seeds
-    if o.unlabeled:
-        rest = torch.ones(len(seeds), dtype=torch.bool)
-        rest[chosen] = False
-        if o.unlabeled_indices is not None:
-            rest &= torch.isin(seeds.indices, torch.as_tensor(o.unlabeled_indices, dtype=torch.int64))
-        where = torch.nonzero(rest).flatten()
-        if where.numel():
-            device = z_seeds.device
-            z_rest = torch.cat([model.encode(data.to_model_input(seeds.images[where[i:i + 512]]).to(device))
-                                for i in range(0, len(where), 512)])
-            center = model.recipe.latent.center
-            nearest = (F.normalize(z_rest - center, dim=1) @ F.normalize(z_seeds - center, dim=1).T).argmax(1).cpu()
-            owner, z_all = torch.cat([owner, chosen[nearest]]), torch.cat([z_seeds, z_rest])
+    owner, z_all = chosen.clone(), z_seeds
+    if unlabeled is not None:
+        device = z_seeds.device
+        z_rest = torch.cat([model.encode(data.to_model_input(seeds.images[unlabeled[i:i + 512]]).to(device))
+                            for i in range(0, len(unlabeled), 512)])
+        center = model.recipe.latent.center
+        nearest = (F.normalize(z_rest - center, dim=1) @ F.normalize(z_seeds - center, dim=1).T).argmax(1).cpu()
+        owner, z_all = torch.cat([owner, chosen[nearest]]), torch.cat([z_seeds, z_rest])
     labels = seeds.labels[owner]
-    return [(z_all[(labels == c).to(z_all.device)], owner[labels == c]) for c in range(len(picked))]
+    return [(z_all[(labels == c).to(z_all.device)], owner[labels == c]) for c in range(n_classes)]
 
 
 @torch.inference_mode()

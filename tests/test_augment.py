@@ -198,3 +198,9 @@ def test_unlabeled_images_carry_only_seed_labels(run, tmp_path):
     # with no noise, 2 seeds per class alone give 20 distinct images: more means unlabeled codes were used
     with h5py.File(tmp_path / "u.h5") as f:
         assert len({row.tobytes() for row in f["images"][:]}) > 20 * 2
+
+
+def test_unlabeled_without_any_unlabeled_image_says_what_to_do(run, tmp_path):
+    with pytest.raises(DatagenError, match="--seeds-per-class"):
+        aug.augment(_opts(run, tmp_path / "x.h5", unlabeled=True, seeds_per_class=None))
+    assert not (tmp_path / "x.h5").exists()
