@@ -162,18 +162,19 @@ def evaluate_cmd(
     budgets = tuple(_budget(v, labels_per_class) for v in labels_per_class.split(","))
     result = evaluate(EvaluateOptions(run=run, labels_per_class=budgets, repeats=repeats, arms=tuple(arms.split(",")),
                                       json_path=json_path, gan_per_class=gan_per_class,
-                                      noise=_scales(noise, "--noise") if noise else None, mix=mix, unlabeled=unlabeled, filter=filter_, steps=steps, quality=with_quality, seed=seed,
-                                      data_root=data_root))
+                                      noise=_scales(noise, "--noise") if noise else None, mix=mix, unlabeled=unlabeled,
+                                      filter=filter_, steps=steps, quality=with_quality, seed=seed, data_root=data_root))
     _print_evaluation(result)
 
 
-def _budget(text: str, option: str) -> int | None:
+def _budget(text: str, given: str) -> int | None:
+    """One --labels-per-class entry: a number, or 'all' (None)."""
     if text.strip() == "all":
         return None
     try:
         return int(text)
     except ValueError:
-        raise DatagenError(f"--labels-per-class {option}: give whole numbers or 'all', e.g. 1,10,100,all") from None
+        raise DatagenError(f"--labels-per-class {given}: give whole numbers or 'all', e.g. 1,10,100,all") from None
 
 
 def _print_evaluation(result) -> None:
