@@ -253,6 +253,43 @@ def bench_noise_cmd(
         _stdout().print(f"wrote {json_path}", markup=False, highlight=False)
 
 
+@bench_app.command("train")
+def bench_train_cmd(
+    recipe: str = typer.Option("mnist", "--recipe", help="Recipe to time (default: the thesis' Table 4.1 MNIST nets)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2, help="Default: the recipe's."),
+    steps: int = typer.Option(20, "--steps", min=1, help="Timed training steps, after 3 warm-up steps."),
+    device: str = typer.Option("cpu", "--device"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+) -> None:
+    """Images/s, FLOPs per image and the share of this machine's fp32 matmul peak of SelfExGAN training steps."""
+    from datagen.bench import bench_train
+
+    _bench_report(bench_train(recipe, batch_size, steps, device=training.pick_device(device)), json_path)
+
+
+@bench_app.command("augment")
+def bench_augment_cmd(
+    run: Path = typer.Argument(Path("runs/latest"), help="A run directory or a checkpoint file."),
+    per_class: int = typer.Option(500, "--per-class", min=1),
+    filter_: bool = typer.Option(True, "--filter/--no-filter", help="Include augment's filter (its default)."),
+    device: str = typer.Option("cpu", "--device"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+) -> None:
+    """End-to-end augment images/s against the generator-forward-only limit, and peak memory."""
+    from datagen.bench import bench_augment
+
+    _bench_report(bench_augment(run, per_class, device=str(training.pick_device(device)), use_filter=filter_), json_path)
+
+
+def _bench_report(numbers: dict, json_path: Optional[Path]) -> None:
+    out = _stdout()
+    for key, value in numbers.items():
+        out.print(f"{key}: {value:,.4g}" if isinstance(value, float) else f"{key}: {value}", markup=False, highlight=False)
+    if json_path is not None:
+        rundir.write_json(json_path, numbers)
+        out.print(f"wrote {json_path}", markup=False, highlight=False)
+
+
 _register_latent(app)  # reconstruct, sample, chain, similarity, explore, embed, interpolate (datagen.cli_latent)
 
 
