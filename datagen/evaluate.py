@@ -108,7 +108,7 @@ def _generate(o: EvaluateOptions, ckpt: Path, seed_indices: torch.Tensor, repeat
     """datagen neighbours of exactly these seeds, through the augment library; verified not to leak."""
     out = folder / f"gan-{repeat_seed}-{len(seed_indices)}.h5"
     extra = {key: value for key, value in (("noise", o.noise), ("mix", o.mix)) if value is not None}
-    if o.unlabeled and unlabeled_indices is not None:
+    if o.unlabeled and unlabeled_indices is not None and len(unlabeled_indices):  # none left at --labels-per-class all
         extra.update(unlabeled=True, unlabeled_indices=tuple(unlabeled_indices.tolist()))
     augment(AugmentOptions(run=ckpt, per_class=o.gan_per_class, seed_indices=tuple(seed_indices.tolist()), out=out,
                            filter=o.filter, seed=repeat_seed, data_root=o.data_root, progress=False, **extra))

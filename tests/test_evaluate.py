@@ -116,3 +116,11 @@ def test_frechet_distance_matches_scipy_and_precision_recall_are_one_on_identica
     assert same == {"precision": 1.0, "recall": 1.0}
     far = quality.precision_recall(a.astype(np.float32), (a + 100).astype(np.float32))
     assert far == {"precision": 0.0, "recall": 0.0}
+
+
+def test_all_labels_is_a_budget_too(run, tmp_path):
+    result = ev.evaluate(_opts(run, tmp_path, labels_per_class=(None,), repeats=1, arms=("real", "real+gan"),
+                               quality=False, unlabeled=True))
+    runs = [r["runs"][0] for r in result.results]
+    assert [r["labels_per_class"] for r in result.results] == ["all", "all"]
+    assert all(r["train_seeds"] + r["val_seeds"] == 1442 for r in runs)  # every digits train image
