@@ -105,7 +105,8 @@ def _draw_seeds(labels: torch.Tensor, n_classes: int, k: int | None, seed: int) 
 
 def _generate(o: EvaluateOptions, ckpt: Path, seed_indices: torch.Tensor, repeat_seed: int, folder: Path,
               unlabeled_indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """datagen neighbours of exactly these seeds, through the augment library; verified not to leak."""
+    """datagen images labelled by exactly these seeds (grown from them, and from `unlabeled_indices` when
+    o.unlabeled), through the augment library; every label's seed is verified to be in the budget."""
     out = folder / f"gan-{repeat_seed}-{len(seed_indices)}.h5"
     extra = {key: value for key, value in (("noise", o.noise), ("mix", o.mix)) if value is not None}
     if o.unlabeled and unlabeled_indices is not None and len(unlabeled_indices):  # none left at --labels-per-class all
