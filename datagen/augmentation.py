@@ -207,12 +207,10 @@ def _pools(model: Model, seeds: data.ImageSet, n_classes: int, chosen: torch.Ten
     its nearest seed code (cosine, about the sphere's centre): no label beyond the seeds' is used, and
     the filter, when on, still judges each neighbour.
     """
-    z_seeds = torch.cat([model.encode(x_seeds[i:i + 512]) for i in range(0, len(x_seeds), 512)])
+    z_seeds = model.encode_all(x_seeds)
     owner, z_all = chosen.clone(), z_seeds
     if unlabeled is not None:
-        device = z_seeds.device
-        z_rest = torch.cat([model.encode(data.to_model_input(seeds.images[unlabeled[i:i + 512]]).to(device))
-                            for i in range(0, len(unlabeled), 512)])
+        z_rest = model.encode_all(seeds.images[unlabeled])
         center = model.recipe.latent.center
         nearest = (F.normalize(z_rest - center, dim=1) @ F.normalize(z_seeds - center, dim=1).T).argmax(1).cpu()
         owner, z_all = torch.cat([owner, chosen[nearest]]), torch.cat([z_seeds, z_rest])

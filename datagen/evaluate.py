@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from datagen import __version__, checkpoint, data, downstream, quality, reference, rundir
 from datagen.augmentation import AugmentOptions, augment
+from datagen.bench import machine
 from datagen.errors import DatagenError
 from datagen.report import console, progress
 from datagen.train import load_model
@@ -133,7 +134,7 @@ def evaluate(o: EvaluateOptions) -> Evaluation:
     check_no_test_leak(state, train, test)
     n_classes = len(train.class_names)
     json_path = o.json_path or rundir.folder_of(ckpt) / "evaluation" / "evaluation.json"
-    _check_writable(json_path.parent)
+    rundir.ensure_writable(json_path.parent, "the evaluation folder", "choose a writable --json path")
     runs: dict[tuple[int | None, str], list[dict]] = {}
     fakes: list[tuple[torch.Tensor, torch.Tensor]] = []
     jobs = len(o.labels_per_class) * o.repeats
@@ -150,7 +151,7 @@ def evaluate(o: EvaluateOptions) -> Evaluation:
                     gen = _generate(o, ckpt, train.indices[train_pos], repeat_seed, Path(tmp), train.indices[outside])
                     fakes.append(gen)
                 for arm in o.arms:
-                    bar.update(task, info=f"{_budget(k)} labels/class, repeat {r + 1}, {arm}")
+                    bar.update(task, info=f"{_budget_label(k)} labels/class, repeat {r + 1}, {arm}")
                     use_gan = "gan" in arm
                     net = downstream.train(
                         downstream.TrainingSet(train.images[train_pos], train.labels[train_pos],
@@ -164,7 +165,7 @@ def evaluate(o: EvaluateOptions) -> Evaluation:
     results = _summarise(runs, o)
     quality_numbers = _quality(o, ckpt, state, train, test, fakes) if o.quality else {}
     config = {"run": str(ckpt), "source": source, "test_images": len(test), "train_images": len(train),
-              "labels_per_class": [_budget(k) for k in o.labels_per_class], "repeats": o.repeats, "arms": list(o.arms),
+              "labels_per_class": [_budget_label(k) for k in o.labels_per_class], "repeats": o.repeats, "arms": list(o.arms),
               "gan_per_class": o.gan_per_class, "noise": list(o.noise) if o.noise else "augment default",
               "mix": o.mix if o.mix is not None else "augment default", "unlabeled": o.unlabeled, "filter": o.filter,
               "classifier": {"net": "small_cnn", "steps": o.steps, "batch": downstream.BATCH, "lr": downstream.LR,
@@ -173,7 +174,7 @@ def evaluate(o: EvaluateOptions) -> Evaluation:
                              "gan_batch_mix": "half real, half generated"},
               "seed": o.seed, "seconds": round(time.perf_counter() - started, 1),
               "versions": {"datagen": __version__, "torch": torch.__version__, "python": platform.python_version()},
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads"}
+              "machine": machine(torch.device("cpu"))}  # evaluate trains and measures on the CPU
     evaluation = Evaluation(results=results, quality=quality_numbers, config=config)
     from datagen.evaluation_report import write_all  # matplotlib is imported only when writing the plot
 
@@ -181,25 +182,15 @@ def evaluate(o: EvaluateOptions) -> Evaluation:
     return evaluation
 
 
-def _budget(k: int | None) -> int | str:
+def _budget_label(k: int | None) -> int | str:
     return "all" if k is None else k
-
-
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise DatagenError(f"cannot write to {folder} ({exc.strerror}); choose a writable --json path") from None
 
 
 def _summarise(runs: dict, o: EvaluateOptions) -> list[dict]:
     results = []
     for (k, arm), entries in runs.items():
         accs = np.array([e["accuracy"] for e in entries])
-        row = {"labels_per_class": _budget(k), "arm": arm, "mean": float(accs.mean()),
+        row = {"labels_per_class": _budget_label(k), "arm": arm, "mean": float(accs.mean()),
                "std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0, "runs": entries}
         if arm != "real" and (k, "real") in runs:
             base = np.array([e["accuracy"] for e in runs[(k, "real")]])
@@ -227,9 +218,7 @@ def _paired(diff: np.ndarray) -> dict:
 def _quality(o: EvaluateOptions, ckpt: Path, state: dict, train: data.ImageSet, test: data.ImageSet,
              fakes: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
     console.print("measuring the encoder and generator (1-NN, linear probe, reconstructions, FID, precision/recall)")
-    img = state["recipe"]["image"]
-    ref = reference.load_or_fit(rundir.folder_of(ckpt), state["dataset"]["source"], size=img["size"],
-                                channels=img["channels"], crop=img.get("crop"), data_root=o.data_root)
+    ref = reference.load_or_fit(rundir.folder_of(ckpt), train, lambda: test)
     model = load_model(state)
     for net in (model.nets.encoder, model.nets.generator):
         net.eval()

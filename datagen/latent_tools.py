@@ -25,12 +25,11 @@ from PIL import Image
 from datagen import checkpoint, data, rundir
 from datagen.augmentation import AugmentOptions, _neighbours
 from datagen.errors import DatagenError
-from datagen.report import save_grid
+from datagen.report import pairs_grid, save_grid
 from datagen.rundir import RUNS_ROOT, safe_name
 from datagen.selfexgan import Model
 from datagen.train import load_model, pick_device
 
-BATCH = 512  # images per E/G call: bounds memory on large test splits
 DEFAULT_NOISE = AugmentOptions().noise[0]  # augment's measured default (README "Choosing the noise scale")
 KNN_CAP = 20_000  # train/test codes used for k-NN at most: beyond it the number no longer moves, the time does
 _DATASET_SUFFIXES = {".h5", ".hdf5"}
@@ -255,16 +254,6 @@ def _tag(spec: str) -> str:
 # ---------------------------------------------------------------- maths
 
 
-@torch.inference_mode()
-def _codes(model: Model, x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([model.encode(x[i:i + BATCH]) for i in range(0, len(x), BATCH)])
-
-
-@torch.inference_mode()
-def _decode(model: Model, z: torch.Tensor) -> torch.Tensor:
-    return torch.cat([model.decode(z[i:i + BATCH]) for i in range(0, len(z), BATCH)])
-
-
 def _pixel_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per image, mean absolute difference on a 0..1 scale (images are in [-1, 1], hence the /2)."""
     return (a - b).abs().flatten(1).mean(1) / 2
@@ -298,9 +287,9 @@ def _neighbourhood_directions(model: Model, x: torch.Tensor, k: int, noise: floa
     Every image gets the same k noise draws (one generator per call, seeded alike), so two identical
     images get identical neighbourhoods and the score below is symmetric.
     """
-    z = _codes(model, x)
+    z = model.encode_all(x)
     images = torch.cat([_neighbours(model, code.expand(k, -1), (noise,), torch.Generator().manual_seed(seed)) for code in z])
-    codes = _codes(model, images).view(len(z), k, -1)
+    codes = model.encode_all(images).view(len(z), k, -1)
     directions = _directions(torch.cat([z.unsqueeze(1), codes], 1), model.recipe.latent.center)
     return z, images, directions
 
@@ -362,19 +351,10 @@ def reconstruct(run: str | Path = RUNS_ROOT / "latest", *, images: Sequence[str]
         x, sources = _images(r, images), list(images)
         more = f"-and-{len(images) - 1}-more" if len(images) > 1 else ""
         path = _target(r, out, f"reconstruct-{_tag(images[0])}{more}.png")
-    x_rec = _decode(r.model, _codes(r.model, x))
+    x_rec = r.model.decode_all(r.model.encode_all(x))
     errors = _pixel_distance(x, x_rec).cpu().tolist()
-    _write(lambda p: save_grid(_pair_rows(x, x_rec, 8).cpu(), p, nrow=8), path)
+    _write(lambda p: pairs_grid(x.cpu(), x_rec.cpu(), p, nrow=8), path)
     return ReconstructResult(path=path, sources=sources, errors=errors)
-
-
-def _pair_rows(x: torch.Tensor, x_rec: torch.Tensor, width: int) -> torch.Tensor:
-    """Rows of `width` originals, each followed by the row of their reconstructions; a short last row is padded
-    with white tiles so every reconstruction sits under its original."""
-    pad = (-len(x)) % width
-    blank = torch.ones((pad, *x.shape[1:]), device=x.device)
-    x, x_rec = torch.cat([x, blank]), torch.cat([x_rec, blank])
-    return torch.cat([torch.cat([x[i:i + width], x_rec[i:i + width]]) for i in range(0, len(x), width)])
 
 
 def _names_a_dataset(spec: str) -> bool:
@@ -390,7 +370,7 @@ def sample(run: str | Path = RUNS_ROOT / "latest", *, n: int = 64, seed: int = 0
     r = _open(run, device)
     path = _target(r, out, f"sample-seed{seed}.png")
     z = r.model.gaussian(n, torch.Generator().manual_seed(seed)).to(r.device)
-    _write(lambda p: save_grid(_decode(r.model, z).cpu(), p, nrow=8), path)
+    _write(lambda p: save_grid(r.model.decode_all(z).cpu(), p, nrow=8), path)
     return SampleResult(path=path, n=n, seed=seed)
 
 
@@ -406,7 +386,7 @@ def chain(run: str | Path = RUNS_ROOT / "latest", *, images: Sequence[str], step
     path = _target(r, out, f"chain-{_tag(images[0])}{more}.png")
     frames = [x]
     for _ in range(steps):
-        frames.append(_decode(r.model, _codes(r.model, frames[-1])))
+        frames.append(r.model.decode_all(r.model.encode_all(frames[-1])))
     grid = torch.stack(frames, 1)  # image, step, C, H, W: one row per image
     distance = torch.stack([_pixel_distance(x, f) for f in frames[1:]], 1).cpu().tolist()
     _write(lambda p: save_grid(grid.flatten(0, 1).cpu(), p, nrow=steps + 1), path)
@@ -500,7 +480,7 @@ def explore(run: str | Path = RUNS_ROOT / "latest", *, image: str, scales: Seque
     r = _open(run, device)
     x = _images(r, [image])
     path = _target(r, out, f"explore-{_tag(image)}.png")
-    z = _codes(r.model, x).repeat(n, 1)
+    z = r.model.encode_all(x).repeat(n, 1)
     rows, distance = [], []
     for scale in scales:
         found = _neighbours(r.model, z, (float(scale),), torch.Generator().manual_seed(seed))
@@ -519,10 +499,10 @@ def interpolate(run: str | Path = RUNS_ROOT / "latest", *, image_a: str, image_b
     r = _open(run, device)
     x = _images(r, [image_a, image_b])
     path = _target(r, out, f"interpolate-{_tag(image_a)}-to-{_tag(image_b)}.png")
-    z = _codes(r.model, x)
+    z = r.model.encode_all(x)
     arc = slerp(z[0], z[1], torch.linspace(0, 1, steps, device=z.device), r.center)
     cosine = (_directions(z[0], r.center) @ _directions(z[1], r.center)).clamp(-1, 1).item()
-    _write(lambda p: save_grid(torch.cat([x[:1], _decode(r.model, arc), x[1:]]).cpu(), p, nrow=steps + 2), path)
+    _write(lambda p: save_grid(torch.cat([x[:1], r.model.decode_all(arc), x[1:]]).cpu(), p, nrow=steps + 2), path)
     return InterpolateResult(path=path, angle_degrees=math.degrees(math.acos(cosine)), steps=steps)
 
 
@@ -546,8 +526,8 @@ def embed(run: str | Path = RUNS_ROOT / "latest", *, dataset: str | None = None,
     gen = torch.Generator().manual_seed(seed)
     fit_at = torch.randperm(len(train), generator=gen)[:KNN_CAP]
     score_at = torch.randperm(len(test), generator=gen)[:KNN_CAP]
-    z_train = _codes(r.model, data.to_model_input(train.images[fit_at]).to(r.device)).cpu()
-    z_test = _codes(r.model, data.to_model_input(test.images[score_at]).to(r.device)).cpu()
+    z_train = r.model.encode_all(train.images[fit_at]).cpu()
+    z_test = r.model.encode_all(test.images[score_at]).cpu()
     y_train, y_test = train.labels[fit_at], test.labels[score_at]
     knn = pixel_knn = chance = None
     if len(test.class_names) >= 2:

@@ -52,8 +52,9 @@ def sweep(run: Path, scales: tuple[float, ...], *, per_class: int = 300, seeds_p
     img = state["recipe"]["image"]
     size, channels, crop = img["size"], img["channels"], img.get("crop")
     source = state["dataset"]["source"]
-    ref = reference.load_or_fit(rundir.folder_of(ckpt), source, size=size, channels=channels, crop=crop, data_root=data_root)
     seeds = data.load(source, "train", size=size, channels=channels, crop=crop, data_root=data_root)
+    ref = reference.load_or_fit(rundir.folder_of(ckpt), seeds, lambda: data.load(
+        source, "test", size=size, channels=channels, crop=crop, data_root=data_root))
     position = {int(i): p for p, i in enumerate(seeds.indices.tolist())}
     rows = []
     with tempfile.TemporaryDirectory(prefix="datagen-noise-") as tmp:

@@ -20,18 +20,13 @@ BATCH = 512
 
 
 @torch.inference_mode()
-def _codes(model: Model, images: torch.Tensor) -> torch.Tensor:
-    return torch.cat([model.encode(to_model_input(images[i:i + BATCH])) for i in range(0, len(images), BATCH)])
-
-
-@torch.inference_mode()
 def features(ref: Reference, images: torch.Tensor) -> np.ndarray:
     return torch.cat([ref.net.features(to_model_input(images[i:i + BATCH])) for i in range(0, len(images), BATCH)]).numpy()
 
 
 def latent_classification(model: Model, train_images, train_labels, test_images, test_labels) -> dict[str, float]:
     """1-NN (cosine, as BiGAN reports it) and a linear probe on E's codes: fitted on train, scored on test."""
-    z_train, z_test = _codes(model, train_images), _codes(model, test_images)
+    z_train, z_test = model.encode_all(train_images), model.encode_all(test_images)
     a, b = torch.nn.functional.normalize(z_test, dim=1), torch.nn.functional.normalize(z_train, dim=1)
     nearest = torch.cat([(a[i:i + BATCH] @ b.T).argmax(1) for i in range(0, len(a), BATCH)])
     one_nn = (train_labels[nearest] == test_labels).float().mean().item()
@@ -44,7 +39,7 @@ def latent_classification(model: Model, train_images, train_labels, test_images,
 def reconstruction(model: Model, ref: Reference, images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> dict[str, float]:
     """Error, BiGAN's ratio ||x - G(E(x))|| / ||x - x_random|| and the label fidelity of G(E(x))."""
     x = to_model_input(images)
-    x_rec = torch.cat([model.decode(model.encode(x[i:i + BATCH])) for i in range(0, len(x), BATCH)])
+    x_rec = model.decode_all(model.encode_all(x))
     shift = 1 + torch.randperm(len(x) - 1, generator=torch.Generator().manual_seed(seed))[0].item()
     x_random = x.roll(shift, 0)  # every image paired with another one (never itself)
     to_unit = lambda t: t.flatten(1) / 2  # [-1, 1] -> distances on a [0, 1] pixel scale

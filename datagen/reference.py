@@ -11,6 +11,7 @@ learnt from, since fitting it takes a while on a CPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,10 +76,13 @@ def fit(train: data.ImageSet, test: data.ImageSet, seed: int = 0, steps: int = S
     return Reference(net=net, test_accuracy=accuracy, source=train.source)
 
 
-def load_or_fit(folder: Path, source: str, *, size: int, channels: int, crop: int | None,
-                data_root: Path | None = None, seed: int = 0) -> Reference:
-    """The cached reference in `folder` if it was fitted on this exact data, else fit one and cache it."""
-    train = data.load(source, "train", size=size, channels=channels, crop=crop, data_root=data_root)
+def load_or_fit(folder: Path, train: data.ImageSet, load_test: Callable[[], data.ImageSet], seed: int = 0) -> Reference:
+    """The cached reference in `folder` if it was fitted on exactly `train`, else fit one and cache it.
+
+    The caller has the train split loaded already; the test split is only loaded (`load_test()`) when
+    a new reference must be fitted and scored.
+    """
+    _, size, _, channels = train.images.shape
     key = {"source": train.source, "train": train.fingerprint(), "size": size, "channels": channels, "seed": seed, "steps": STEPS,
            "net": ARCHITECTURE}
     path = folder / FILE
@@ -88,9 +92,8 @@ def load_or_fit(folder: Path, source: str, *, size: int, channels: int, crop: in
             net = ReferenceNet(channels, state["n_classes"])
             net.load_state_dict(state["net"])
             return Reference(net=net.eval(), test_accuracy=state["test_accuracy"], source=train.source)
-    test = data.load(source, "test", size=size, channels=channels, crop=crop, data_root=data_root)
-    console.print(f"fitting the reference classifier on all {len(train)} labeled train images of {source}")
-    ref = fit(train, test, seed)
+    console.print(f"fitting the reference classifier on all {len(train)} labeled train images of {train.source}")
+    ref = fit(train, load_test(), seed)
     checkpoint.save(path, {"key": key, "net": ref.net.state_dict(), "n_classes": len(train.class_names),
                            "test_accuracy": ref.test_accuracy})
     return ref

@@ -53,15 +53,20 @@ def check_new(path: Path) -> None:
         raise DatagenError(f"{path} is not empty: choose a new or empty directory for --out")
 
 
-def create(path: Path) -> None:
+def ensure_writable(folder: Path, what: str, fix: str) -> None:
+    """Create `folder` and prove a file can be written there, or fail with one line naming `fix`."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "checkpoints").mkdir(exist_ok=True)
-        probe = path / ".write-test"
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise DatagenError(f"cannot write the run directory {path} ({exc.strerror}); choose a writable --out") from None
+        raise DatagenError(f"cannot write {what} {folder} ({exc.strerror}); {fix}") from None
+
+
+def create(path: Path) -> None:
+    ensure_writable(path, "the run directory", "choose a writable --out")
+    (path / "checkpoints").mkdir(exist_ok=True)  # in a folder just proven writable
 
 
 def write_json(path: Path, obj: Any) -> None:

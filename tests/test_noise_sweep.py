@@ -13,12 +13,13 @@ def run(tiny_run):
 
 
 def test_the_reference_classifier_really_classifies_and_is_cached(run):
-    ref = reference.load_or_fit(run, "digits", size=8, channels=1, crop=None)
+    train = data.load("digits", "train", size=8, channels=1)
+    test = data.load("digits", "test", size=8, channels=1)
+    ref = reference.load_or_fit(run, train, lambda: test)
     assert ref.test_accuracy > 0.85  # real 8x8 digits it never trained on
     cached = (run / reference.FILE).stat().st_mtime_ns
-    again = reference.load_or_fit(run, "digits", size=8, channels=1, crop=None)
+    again = reference.load_or_fit(run, train, lambda: pytest.fail("a cached reference must not load the test split"))
     assert again.test_accuracy == ref.test_accuracy and (run / reference.FILE).stat().st_mtime_ns == cached
-    test = data.load("digits", "test", size=8, channels=1)
     assert ref.net.features(data.to_model_input(test.images[:4])).shape == (4, 128)
 
 
