@@ -104,6 +104,10 @@ class Model:
 
 
 # ---------------------------------------------------------------- SelfExGAN
+#
+# Each objective is a forward pass of E and G (`*_forward`) and two losses on its results. The step
+# runs the forward once, with gradients, and gives the D loss its detached results: E and G do not
+# change during the D update, so a second E/G pass would recompute the same numbers.
 
 
 def _selfexgan_forward(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -121,11 +125,9 @@ def _d2_pairs(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor]) -> torc
     return model.nets.d2(torch.cat([x, f["x_hat"], x]), torch.cat([f["z_e"], f["z_e"], f["z_hat"]]))
 
 
-def selfexgan_d_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+def selfexgan_d_loss(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], z_n: torch.Tensor) -> dict[str, torch.Tensor]:
     """D1: x real, x_hat and x_n fake. D2: (x, z_e) real, (x_hat, z_e) and (x, z_hat) fake."""
     n = x.shape[0]
-    with torch.no_grad():
-        f = _selfexgan_forward(model, x, z_n)
     d1 = model.nets.d1(torch.cat([x, f["x_hat"], f["x_n"]]))
     d1_loss = bce(d1[:n], 1.0) + bce(d1[n:], 0.0)
     d2 = _d2_pairs(model, x, f)
@@ -133,7 +135,7 @@ def selfexgan_d_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[s
     return {"loss": d1_loss + d2_loss, "d1": d1_loss, "d2": d2_loss}
 
 
-def selfexgan_eg_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+def selfexgan_eg_loss(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], z_n: torch.Tensor) -> dict[str, torch.Tensor]:
     """The same terms with the labels flipped.
 
     D1 sees the same batch as in the D step (x with the fakes), so its BatchNorm statistics, and so
@@ -141,7 +143,6 @@ def selfexgan_eg_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[
     E/G gradient and is left out of the loss.
     """
     n = x.shape[0]
-    f = _selfexgan_forward(model, x, z_n)
     d1 = model.nets.d1(torch.cat([x, f["x_hat"], f["x_n"]]))
     d2 = _d2_pairs(model, x, f)
     adv = bce(d1[n:], 1.0) + bce(d2[:n], 0.0) + bce(d2[n:], 1.0)
@@ -173,29 +174,27 @@ def _extras(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], z_n: torc
 # ---------------------------------------------------------------- BiGAN (comparison)
 
 
-def bigan_d_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        z_e = model.encode(x)
-        x_n = model.decode(z_n)
-    d2 = model.nets.d2(torch.cat([x, x_n]), torch.cat([z_e, z_n]))
+def _bigan_forward(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"z_e": model.encode(x), "x_n": model.decode(z_n)}
+
+
+def bigan_d_loss(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+    d2 = model.nets.d2(torch.cat([x, f["x_n"]]), torch.cat([f["z_e"], z_n]))
     n = x.shape[0]
     d2_loss = bce(d2[:n], 1.0) + bce(d2[n:], 0.0)
     return {"loss": d2_loss, "d2": d2_loss}
 
 
-def bigan_eg_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+def bigan_eg_loss(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], z_n: torch.Tensor) -> dict[str, torch.Tensor]:
     n = x.shape[0]
-    z_e = model.encode(x)
-    x_n = model.decode(z_n)
-    d2 = model.nets.d2(torch.cat([x, x_n]), torch.cat([z_e, z_n]))
+    d2 = model.nets.d2(torch.cat([x, f["x_n"]]), torch.cat([f["z_e"], z_n]))
     adv = bce(d2[:n], 0.0) + bce(d2[n:], 1.0)
-    kl = kl_to_unit_gaussian(z_e)
+    kl = kl_to_unit_gaussian(f["z_e"])
     out = {"adv": adv, "kl": kl}
-    f = {"z_e": z_e, "x_n": x_n}
     t = model.recipe.train
     if t.recon_weight > 0 or t.latent_cycle_weight > 0:
-        f["x_hat"] = model.decode(z_e)
-        f["z_hat"] = model.encode(f["x_hat"])
+        x_hat = model.decode(f["z_e"])
+        f = {**f, "x_hat": x_hat, "z_hat": model.encode(x_hat)}
     loss = adv + t.kl_weight * kl + _extras(model, x, f, z_n, out)
     return {"loss": loss, **out}
 
@@ -203,10 +202,14 @@ def bigan_eg_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str,
 # ---------------------------------------------------------------- autoencoder (floor)
 
 
-def autoencoder_loss(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+def _autoencoder_forward(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict[str, torch.Tensor]:
     z_e = model.encode(x)
-    recon = (model.decode(z_e) - x).abs().mean()
-    kl = kl_to_unit_gaussian(z_e)
+    return {"z_e": z_e, "x_hat": model.decode(z_e)}
+
+
+def autoencoder_loss(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], z_n: torch.Tensor) -> dict[str, torch.Tensor]:
+    recon = (f["x_hat"] - x).abs().mean()
+    kl = kl_to_unit_gaussian(f["z_e"])
     return {"loss": recon + model.recipe.train.kl_weight * kl, "recon": recon, "kl": kl}
 
 
@@ -237,10 +240,10 @@ def make_optimizers(model: Model) -> Optimizers:
     return Optimizers(eg=eg, d=d)
 
 
-_LOSSES = {
-    "selfexgan": (selfexgan_d_loss, selfexgan_eg_loss),
-    "bigan": (bigan_d_loss, bigan_eg_loss),
-    "autoencoder": (None, autoencoder_loss),
+_OBJECTIVES = {  # name: (E/G forward, D loss or None, E/G loss)
+    "selfexgan": (_selfexgan_forward, selfexgan_d_loss, selfexgan_eg_loss),
+    "bigan": (_bigan_forward, bigan_d_loss, bigan_eg_loss),
+    "autoencoder": (_autoencoder_forward, None, autoencoder_loss),
 }
 
 
@@ -252,12 +255,14 @@ def train_step(model: Model, opt: Optimizers, x: torch.Tensor, z_noise: list[tor
     """One D update then `eg_steps` E/G updates (§3.1: don't let D get too strong).
 
     z_noise holds one Gaussian batch per E/G update (the D update reuses the first), drawn by the
-    caller from the run's own generator so a resumed run replays the same noise.
+    caller from the run's own generator so a resumed run replays the same noise. The first E/G
+    update reuses the forward pass the D update ran on (same x, same noise, E and G unchanged).
     """
-    d_fn, eg_fn = _LOSSES[model.recipe.model]
+    forward, d_fn, eg_fn = _OBJECTIVES[model.recipe.model]
     logs: dict[str, float] = {}
+    f = forward(model, x, z_noise[0])
     if d_fn is not None:
-        d_out = d_fn(model, x, z_noise[0])
+        d_out = d_fn(model, x, {k: v.detach() for k, v in f.items()}, z_noise[0])
         logs.update({f"d_{k}" if k != "loss" else "d_loss": v.item() for k, v in d_out.items()})
         if not math.isfinite(logs["d_loss"]):
             return logs  # never step on a NaN: the caller stops with the weights as they were
@@ -268,8 +273,10 @@ def train_step(model: Model, opt: Optimizers, x: torch.Tensor, z_noise: list[tor
     for d in discriminators:  # D's weights are constants for the E/G update
         d.requires_grad_(False)
     try:
-        for z_n in z_noise:
-            eg_out = eg_fn(model, x, z_n)
+        for i, z_n in enumerate(z_noise):
+            if i > 0:  # E and G changed in the previous update: a new pass
+                f = forward(model, x, z_n)
+            eg_out = eg_fn(model, x, f, z_n)
             logs.update({f"eg_{k}" if k != "loss" else "eg_loss": v.item() for k, v in eg_out.items()})
             if not math.isfinite(logs["eg_loss"]):
                 break
