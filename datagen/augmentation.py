@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from datagen import __version__, checkpoint, data, rundir, store
-from datagen.classifier import train_classifier
+from datagen.classifier import probabilities, train_classifier
 from datagen.errors import DatagenError
 from datagen.report import console, progress, save_grid
 from datagen.rundir import RUNS_ROOT, safe_name
@@ -166,8 +166,8 @@ def augment(o: AugmentOptions) -> AugmentResult:
         "per_class": o.per_class, "include_seeds": o.include_seeds, "seed": o.seed, "datagen_version": __version__,
     }
     h, w, ch = img.size, img.size, img.channels
-    writer = store.open_writer(out, o.fmt, image_shape=(h, w, ch), class_names=list(names), provenance=provenance,
-                               resume=o.resume, overwrite=o.overwrite)
+    writer = store.Overlapped(store.open_writer(out, o.fmt, image_shape=(h, w, ch), class_names=list(names),
+                                                provenance=provenance, resume=o.resume, overwrite=o.overwrite))
     with writer:
         if o.include_seeds and sum(writer.counts()) == 0:  # seeds go first, in one durable batch
             writer.write(seeds.images[chosen], seeds.labels[chosen], seeds.indices[chosen], torch.ones(len(chosen), dtype=torch.bool))
@@ -239,7 +239,7 @@ def _generate(model: Model, o: AugmentOptions, writer: store.Writer, pools: list
                 images, which = _candidates(model, z_pool, o.noise, start, n, _batch_generator(o.seed, c, kept, stalled), o.mix)
                 keep = torch.ones(n, dtype=torch.bool)
                 if classifier is not None:
-                    probs = torch.softmax(classifier(data.to_model_input(images).to(z_pool.device)), 1).cpu()
+                    probs = probabilities(classifier, data.to_model_input(images).to(z_pool.device)).cpu()
                     keep = (probs.argmax(1) == c) & (probs[:, c] >= o.min_confidence)
                 tried += n
                 rejected += int((~keep).sum())

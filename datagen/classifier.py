@@ -10,6 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datagen import speed
+
+# Images per forward pass when only predicting: the first conv's full-resolution output stays in
+# cache at 64 (28-32 px), and the net ran 3x faster than at 256 on 2 CPU cores.
+INFERENCE_BATCH = 64
+
 
 def small_cnn(channels: int, n_classes: int) -> nn.Sequential:
     """Two conv blocks and a pooled head: works for any image side >= 4."""
@@ -30,6 +36,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, steps:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = small_cnn(x.shape[1], n_classes).to(x.device)
+    speed.prepare([net], speed.choose(x.device))
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     net.train()
     for _ in range(steps):
@@ -41,6 +48,11 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, steps:
     return net.eval()
 
 
-@torch.no_grad()
-def predict(net: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+@torch.inference_mode()
+def probabilities(net: nn.Module, x: torch.Tensor, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
+    return torch.cat([torch.softmax(net(x[i:i + batch_size]), 1) for i in range(0, x.shape[0], batch_size)])
+
+
+@torch.inference_mode()
+def predict(net: nn.Module, x: torch.Tensor, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
     return torch.cat([net(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])

@@ -15,7 +15,9 @@ term on the batch statistics of the projected codes. No reconstruction loss: the
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -251,18 +253,23 @@ def _discriminators(model: Model) -> list[nn.Module]:
     return [net for net in (model.nets.d1, model.nets.d2) if net is not None]
 
 
-def train_step(model: Model, opt: Optimizers, x: torch.Tensor, z_noise: list[torch.Tensor]) -> dict[str, float]:
+def train_step(model: Model, opt: Optimizers, x: torch.Tensor, z_noise: list[torch.Tensor],
+               precision: Callable[[], AbstractContextManager] = nullcontext) -> dict[str, float]:
     """One D update then `eg_steps` E/G updates (§3.1: don't let D get too strong).
 
     z_noise holds one Gaussian batch per E/G update (the D update reuses the first), drawn by the
     caller from the run's own generator so a resumed run replays the same noise. The first E/G
     update reuses the forward pass the D update ran on (same x, same noise, E and G unchanged).
+    `precision` wraps the forward passes and losses (autocast on CUDA; see datagen.speed), never the
+    backward passes or the optimiser steps.
     """
     forward, d_fn, eg_fn = _OBJECTIVES[model.recipe.model]
     logs: dict[str, float] = {}
-    f = forward(model, x, z_noise[0])
+    with precision():
+        f = forward(model, x, z_noise[0])
     if d_fn is not None:
-        d_out = d_fn(model, x, {k: v.detach() for k, v in f.items()}, z_noise[0])
+        with precision():
+            d_out = d_fn(model, x, {k: v.detach() for k, v in f.items()}, z_noise[0])
         logs.update({f"d_{k}" if k != "loss" else "d_loss": v.item() for k, v in d_out.items()})
         if not math.isfinite(logs["d_loss"]):
             return logs  # never step on a NaN: the caller stops with the weights as they were
@@ -274,9 +281,10 @@ def train_step(model: Model, opt: Optimizers, x: torch.Tensor, z_noise: list[tor
         d.requires_grad_(False)
     try:
         for i, z_n in enumerate(z_noise):
-            if i > 0:  # E and G changed in the previous update: a new pass
-                f = forward(model, x, z_n)
-            eg_out = eg_fn(model, x, f, z_n)
+            with precision():
+                if i > 0:  # E and G changed in the previous update: a new pass
+                    f = forward(model, x, z_n)
+                eg_out = eg_fn(model, x, f, z_n)
             logs.update({f"eg_{k}" if k != "loss" else "eg_loss": v.item() for k, v in eg_out.items()})
             if not math.isfinite(logs["eg_loss"]):
                 break

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -160,6 +161,56 @@ def folder_names(class_names: list[str]) -> list[str]:
     return names
 
 
+# --- overlapping writes with the caller's work -------------------------------------------------------------------
+
+
+class Overlapped:
+    """A writer whose writes run on one background thread, one batch in flight.
+
+    The caller computes the next batch (G's forward pass releases the GIL) while the last one is written.
+    Batches are written in order, each durably as before; a write's error surfaces on the next call.
+    `counts()`, `finish()` and `close()` first wait for the batch in flight, so nothing is lost or reordered.
+    Packing (compression) stays in `finish()`: done on this thread while G ran, it slowed generation on 2 CPU
+    cores by 1.8 s per 50,000 images, more than the 1.0 s it takes at the end (docs/performance-notes.md).
+    """
+
+    def __init__(self, writer: Writer):
+        self._writer = writer
+        self.path = writer.path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="datagen-writer")
+        self._in_flight: Future | None = None
+
+    def write(self, images: Any, labels: Any, seed_index: Any, real: Any) -> None:
+        self._drain()
+        self._in_flight = self._pool.submit(self._writer.write, images, labels, seed_index, real)
+
+    def counts(self) -> list[int]:
+        self._drain()
+        return self._writer.counts()
+
+    def finish(self) -> None:
+        self._drain()
+        self._writer.finish()
+
+    def close(self) -> None:
+        try:
+            self._drain()
+        finally:
+            self._pool.shutdown(wait=True)
+            self._writer.close()
+
+    def __enter__(self) -> Overlapped:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _drain(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()
+
+
 # --- the shared part of both writers -----------------------------------------------------------------------------
 
 
@@ -211,7 +262,7 @@ _DATASETS = ("images", *dict(_COLUMNS))
 class _H5Writer(_Writer):
     """One .h5 file; attr ``n_written`` is the only trusted length (rows past it are a write cut short).
 
-    While streaming, the datasets are chunked but *uncompressed*; ``finish()`` packs them (gzip 4 + shuffle) into a
+    While streaming, the datasets are chunked but *uncompressed*; ``finish()`` packs them (gzip 1 + shuffle) into a
     new file that atomically replaces the streaming one. Why: a compressed chunk changes size when rewritten, HDF5
     then moves it (or grows it in place at the end of the file) and updates the chunk index only at the metadata
     flush, so a kill -9 inside ``flush()`` left earlier, already flushed rows undecodable in about one output in
@@ -336,7 +387,8 @@ def _h5_datasets(f: h5py.File, shape: tuple, n: int, *, packed: bool) -> None:
     """images N×H×W×C and the three columns, resizable along N, chunked; compressed when `packed`."""
     h, w, c = shape
     rows = max(1, _CHUNK_BYTES // (h * w * c))  # a whole number of samples per chunk
-    filters = {"compression": "gzip", "compression_opts": 4, "shuffle": True} if packed else {}
+    # gzip 1: 30% less packing time than gzip 4 for 6% more bytes (50,000 MNIST-sized images, 2 CPU cores)
+    filters = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if packed else {}
     images = f.create_dataset("images", shape=(n, h, w, c), maxshape=(None, h, w, c), dtype=np.uint8,
                               chunks=(rows, h, w, c), **filters)
     for axis, label in enumerate(("sample", "height", "width", "channel")):

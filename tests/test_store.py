@@ -80,7 +80,7 @@ def test_hdf5_layout_and_datagen_load(tmp_path):
         ds = f["images"]
         assert ds.dtype == np.uint8 and ds.shape == (18, *SHAPE) and ds.maxshape == (None, *SHAPE)
         assert ds.chunks[1:] == SHAPE and 64 << 10 <= np.prod(ds.chunks) <= 256 << 10
-        assert (ds.compression, ds.compression_opts, ds.shuffle) == ("gzip", 4, True)
+        assert (ds.compression, ds.compression_opts, ds.shuffle) == ("gzip", 1, True)
         assert [dim.label for dim in ds.dims] == ["sample", "height", "width", "channel"]
         assert np.array_equal(ds[()], images) and np.array_equal(f["labels"][()], labels)
         assert np.array_equal(f["seed_index"][()], seeds) and f["real"].dtype == np.bool_
