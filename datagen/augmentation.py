@@ -19,13 +19,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from datagen import __version__, checkpoint, data, rundir, store
-from datagen.classifier import probabilities, train_classifier
+from datagen import __version__, checkpoint, data, rundir, speed, store
+from datagen.classifier import probabilities, small_cnn, train_classifier
 from datagen.errors import DatagenError
 from datagen.report import console, progress, save_grid
 from datagen.rundir import RUNS_ROOT, safe_name
 from datagen.selfexgan import Model
 from datagen.train import load_model, pick_device
+
+
+FILTER_CACHE = "filters"  # in the run folder: fitted filter classifiers, by digest of their seeds
+FILTER_STEPS = 300
 
 
 class FilterCapError(DatagenError):
@@ -58,6 +62,8 @@ class AugmentOptions:
     device: str = "auto"
     data_root: Path | None = None
     progress: bool = True
+    channels_last: bool | None = None  # None: datagen.speed's measured default for the device
+    compile: bool = False
 
 
 @dataclass
@@ -66,6 +72,7 @@ class AugmentResult:
     counts: list[int]
     rejection: list[float]  # share of candidates the filter rejected, per class (this call)
     previews: list[Path] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase of this call
 
 
 def _validate(o: AugmentOptions) -> None:
@@ -141,7 +148,7 @@ def augment(o: AugmentOptions) -> AugmentResult:
     ckpt = rundir.checkpoint_of(o.run)
     state = checkpoint.load(ckpt)
     device = pick_device(o.device)
-    model = load_model(state, device)
+    model = load_model(state, device, speed.choose(device, o.channels_last, o.compile))
     for net in (model.nets.encoder, model.nets.generator):
         net.eval()
     img = model.recipe.image
@@ -168,20 +175,66 @@ def augment(o: AugmentOptions) -> AugmentResult:
     h, w, ch = img.size, img.size, img.channels
     writer = store.Overlapped(store.open_writer(out, o.fmt, image_shape=(h, w, ch), class_names=list(names),
                                                 provenance=provenance, resume=o.resume, overwrite=o.overwrite))
+    clock = _Clock()
     with writer:
         if o.include_seeds and sum(writer.counts()) == 0:  # seeds go first, in one durable batch
             writer.write(seeds.images[chosen], seeds.labels[chosen], seeds.indices[chosen], torch.ones(len(chosen), dtype=torch.bool))
         x_seeds = data.to_model_input(seeds.images[chosen]).to(device)
         classifier = None
         if o.filter:
-            console.print(f"fitting the filter classifier on {len(chosen)} seed images")
-            classifier = train_classifier(x_seeds, seeds.labels[chosen].to(device), len(names), seed=o.seed)
+            classifier = _filter_classifier(rundir.folder_of(ckpt) / FILTER_CACHE, seeds.images[chosen], x_seeds,
+                                            seeds.labels[chosen].to(device), len(names), o.seed)
+        clock.lap("filter_fit")
         pools = _pools(model, seeds, len(picked), chosen, x_seeds, unlabeled)
+        clock.lap("encode")
         rejection = _generate(model, o, writer, pools, picked, seeds, classifier)
+        clock.lap("generate")
         writer.finish()
         counts = writer.counts()
+        clock.lap("finish")
     previews = _previews(model, o, out, picked, seeds, names, device)
-    return AugmentResult(path=out, counts=counts, rejection=rejection, previews=previews)
+    clock.lap("previews")
+    return AugmentResult(path=out, counts=counts, rejection=rejection, previews=previews, seconds=clock.laps)
+
+
+class _Clock:
+    """Wall seconds per phase, for `datagen bench augment`'s breakdown."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self._last
+        self._last = now
+
+
+def _filter_classifier(cache: Path, images: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, n_classes: int,
+                       seed: int) -> torch.nn.Module:
+    """The filter for these seeds: fitted once (the slowest fixed cost of augment), then reused from the run folder.
+
+    The cache file is named by a digest of everything the fit depends on (the seed images and labels, the
+    seed, the classifier's definition), so a hit is the very net a new fit would give. An unwritable run
+    folder only means no cache.
+    """
+    digest = hashlib.sha256()
+    for part in (images.contiguous().numpy().tobytes(), labels.cpu().numpy().tobytes(),
+                 f"{seed}|{n_classes}|{FILTER_STEPS}|{small_cnn(images.shape[-1], n_classes)!r}".encode()):
+        digest.update(part)
+    path = cache / f"{digest.hexdigest()[:24]}.pt"
+    if path.is_file():
+        net = small_cnn(x.shape[1], n_classes).to(x.device)
+        net.load_state_dict(checkpoint.load_plain(path))
+        speed.prepare([net], speed.choose(x.device))
+        return net.eval()
+    console.print(f"fitting the filter classifier on {len(labels)} seed images")
+    net = train_classifier(x, labels, n_classes, steps=FILTER_STEPS, seed=seed)
+    try:
+        checkpoint.save(path, net.state_dict())
+    except OSError:
+        pass  # a read-only run folder: the next call fits again
+    return net
 
 
 @torch.inference_mode()

@@ -8,8 +8,11 @@ Generation is timed end to end through the augment library and set against G's f
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
 import platform
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -18,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from datagen import nets, recipes
+from datagen import checkpoint, nets, recipes, speed, store
 from datagen.errors import DatagenError
 from datagen.selfexgan import Model, make_optimizers, train_step
 
@@ -55,74 +58,196 @@ def _noise(model: Model, batch: int, gen: torch.Generator, device: torch.device)
 
 
 def bench_train(recipe_name: str = "mnist", batch_size: int | None = None, steps: int = 20, warmup: int = 3,
-                device: torch.device | str = "cpu", seed: int = 0) -> dict:
+                device: torch.device | str = "cpu", seed: int = 0, how: speed.Speed | None = None) -> dict:
+    """Training steps as `datagen train` runs them (same speed settings; default: the device's)."""
     if steps < 1 or warmup < 0:
         raise DatagenError("--steps must be at least 1 (and warm-up at least 0)")
     device = torch.device(device)
+    how = how or speed.choose(device)
     recipe = recipes.load(recipe_name)
     batch = batch_size or recipe.train.batch_size
     torch.manual_seed(seed)
     model = Model(recipe=recipe, nets=nets.build(recipe))
     for _, net in model.nets.items():
         net.to(device).train()
+    speed.prepare([net for _, net in model.nets.items()], dataclasses.replace(how, compile=False))
     opt = make_optimizers(model)
+    precision = speed.precision(device, how)
     img = recipe.image
     gen = torch.Generator().manual_seed(seed)
-    x = (torch.rand(batch, img.channels, img.size, img.size, generator=gen) * 2 - 1).to(device)
-    with FlopCounterMode(display=False) as counter:  # one real step, forward and backward
-        train_step(model, opt, x, _noise(model, batch, gen, device))
+    x = speed.as_input((torch.rand(batch, img.channels, img.size, img.size, generator=gen) * 2 - 1).to(device), how)
+    step = lambda: train_step(model, opt, x, _noise(model, batch, gen, device), precision)
+    with FlopCounterMode(display=False) as counter:  # one real step, forward and backward, eager
+        step()
     flops_per_image = counter.get_total_flops() / batch
+    if how.compile:
+        for _, net in model.nets.items():
+            speed.compile_in_place(net)
+        warmup = max(warmup, 1)  # the first compiled call compiles: never time it
     for _ in range(warmup):
-        train_step(model, opt, x, _noise(model, batch, gen, device))
+        step()
     _sync(device)
     started = time.perf_counter()
     for _ in range(steps):
-        train_step(model, opt, x, _noise(model, batch, gen, device))
+        step()
     _sync(device)
     seconds = time.perf_counter() - started
     images_per_second = steps * batch / seconds
     achieved = flops_per_image * images_per_second / 1e9
     peak = gemm_peak_gflops(device)
     return {"recipe": recipe.name, "model": recipe.model, "batch_size": batch, "steps": steps, "warmup": warmup,
-            "seconds": seconds, "images_per_second": images_per_second, "flops_per_image": flops_per_image,
+            **_settings(how), "seconds": seconds, "images_per_second": images_per_second, "flops_per_image": flops_per_image,
             "achieved_gflops": achieved, "peak_gflops": peak, "fraction_of_peak": achieved / peak,
             "peak_rss_mb": peak_rss_mb(), "machine": machine(device)}
 
 
-def bench_augment(run: Path, per_class: int = 500, device: str = "cpu", use_filter: bool = True) -> dict:
-    """End-to-end augment (encode, sample, generate, filter, write HDF5) against G's forward pass alone."""
-    from datagen import checkpoint, rundir
+def bench_scaling(recipe_name: str = "mnist-cpu", sizes: tuple[int, ...] = (1024, 2048, 4096),
+                  batch_size: int | None = None, device: str = "cpu") -> dict:
+    """One training epoch per dataset size, each in a fresh process so its peak memory is its own.
+
+    The epoch is the training loop's own: a uint8 dataset held in memory, a shuffled order, and per
+    step the batch's conversion to floats plus one train_step. Time should grow linearly with the
+    size; memory only by the dataset's own bytes.
+    """
+    if not sizes or min(sizes) < 1:
+        raise DatagenError("--sizes takes dataset sizes of at least one batch, e.g. --sizes 1024,2048,4096")
+    recipe = recipes.load(recipe_name)
+    batch = batch_size or recipe.train.batch_size
+    if min(sizes) < batch:
+        raise DatagenError(f"--sizes {min(sizes)} is smaller than the batch size {batch}: an epoch needs a full batch")
+    context = multiprocessing.get_context("spawn")  # a fresh process: ru_maxrss starts from zero
+    rows = []
+    for n in sizes:
+        with context.Pool(1) as pool:
+            rows.append(pool.apply(_one_epoch, (recipe_name, n, batch, device)))
+    first = rows[0]
+    for row in rows:
+        row["seconds_per_image"] = row["seconds"] / row["images"]
+        row["time_ratio"] = row["seconds"] / first["seconds"]
+        row["size_ratio"] = row["images"] / first["images"]
+    return {"recipe": recipe.name, "batch_size": batch, **_settings(speed.choose(torch.device(device))),
+            "epochs": rows, "machine": machine(torch.device(device))}
+
+
+def _one_epoch(recipe_name: str, n: int, batch: int, device: str) -> dict:
+    from datagen.data import to_model_input
+
+    device_ = torch.device(device)
+    how = speed.choose(device_)
+    recipe = recipes.load(recipe_name)
+    torch.manual_seed(0)
+    model = Model(recipe=recipe, nets=nets.build(recipe))
+    for _, net in model.nets.items():
+        net.to(device_).train()
+    speed.prepare([net for _, net in model.nets.items()], how)
+    opt = make_optimizers(model)
+    img = recipe.image
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, img.size, img.size, img.channels), dtype=torch.uint8, generator=gen).to(device_)
+    step = lambda rows: train_step(model, opt, speed.as_input(to_model_input(images[rows]), how),
+                                   _noise(model, batch, gen, device_), speed.precision(device_, how))
+    step(torch.arange(batch))  # warm-up, outside the timed epoch
+    rss_before = peak_rss_mb()
+    order = torch.randperm(n, generator=gen)
+    _sync(device_)
+    started = time.perf_counter()
+    for i in range(n // batch):
+        step(order[i * batch:(i + 1) * batch])
+    _sync(device_)
+    return {"images": n // batch * batch, "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_before_epoch_mb": rss_before, "dataset_mb": images.numel() / 2**20}
+
+
+def bench_augment(run: Path | None = None, per_class: int = 5000, device: str = "cpu", use_filter: bool = True,
+                  recipe_name: str | None = None, how: speed.Speed | None = None) -> dict:
+    """End-to-end augment (encode, sample, generate, filter, write HDF5) against G's forward pass alone.
+
+    With a recipe instead of a run: an untrained model of that recipe grows 100 random seed images per
+    class (10 classes) — the speed of the pipeline for that shape, nothing about image quality. The
+    filter is off there: an untrained G gives a seed-trained classifier nothing to agree with.
+    """
     from datagen.augmentation import AugmentOptions, augment
     from datagen.train import load_model
 
     if per_class < 1:
         raise DatagenError(f"--per-class {per_class}: ask for at least one image per class")
-    ckpt = rundir.checkpoint_of(run)
-    state = checkpoint.load(ckpt)
+    if (run is None) == (recipe_name is None):
+        raise DatagenError("give a run directory (or checkpoint) or --recipe NAME, not both")
+    device_ = torch.device(device)
+    how = how or speed.choose(device_)
     with tempfile.TemporaryDirectory(prefix="datagen-bench-") as tmp:
+        if recipe_name is not None:
+            use_filter = False
+            ckpt, seeds = _untrained_run(recipe_name, Path(tmp))
+        else:
+            from datagen import rundir
+
+            # A copy in a fresh folder: the run's cached filter (augmentation.FILTER_CACHE) is not found, so the
+            # first pass pays the fit like a first augment does; the second pass reuses it, like any later one.
+            ckpt, seeds = Path(tmp) / "checkpoint.pt", None
+            shutil.copyfile(rundir.checkpoint_of(run), ckpt)
+        state = checkpoint.load(ckpt)
+        options = AugmentOptions(run=ckpt, per_class=per_class, out=Path(tmp) / "bench.h5", device=device,
+                                 filter=use_filter, progress=False, seeds=seeds, overwrite=True,
+                                 channels_last=how.channels_last, compile=how.compile)
         started = time.perf_counter()
-        result = augment(AugmentOptions(run=ckpt, per_class=per_class, out=Path(tmp) / "bench.h5", device=device,
-                                        filter=use_filter, progress=False))
+        result = augment(options)
         seconds = time.perf_counter() - started
+        warm_seconds = None
+        if use_filter:
+            started = time.perf_counter()
+            augment(options)
+            warm_seconds = time.perf_counter() - started
     total = sum(result.counts)
-    model = load_model(state, device)
+    model = load_model(state, device, how)
     model.nets.generator.eval()
     batch = AugmentOptions().batch_size
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         z = model.project(model.gaussian(batch, gen)).to(device)
         model.decode(z)  # warm-up
-        _sync(torch.device(device))
+        _sync(device_)
         g_started = time.perf_counter()
         for _ in range(max(1, total // batch)):
             model.decode(z)
-        _sync(torch.device(device))
+        _sync(device_)
         g_seconds = time.perf_counter() - g_started
     g_rate = max(1, total // batch) * batch / g_seconds
-    return {"run": str(ckpt), "per_class": per_class, "filter": use_filter, "images": total, "seconds": seconds,
+    return {"run": str(run) if run is not None else None, "recipe": model.recipe.name, "per_class": per_class,
+            "filter": use_filter, **_settings(how), "images": total, "seconds": seconds,
             "images_per_second": total / seconds, "generator_forward_images_per_second": g_rate,
-            "fraction_of_generator_limit": (total / seconds) / g_rate, "rejection": result.rejection,
-            "peak_rss_mb": peak_rss_mb(), "machine": machine(torch.device(device))}
+            "fraction_of_generator_limit": (total / seconds) / g_rate,
+            **({"cached_filter_images_per_second": total / warm_seconds,
+                "cached_filter_fraction_of_generator_limit": (total / warm_seconds) / g_rate} if warm_seconds else {}),
+            "mean_rejection": sum(result.rejection) / len(result.rejection),
+            "phase_seconds": {name: round(value, 3) for name, value in result.seconds.items()},
+            "peak_rss_mb": peak_rss_mb(), "machine": machine(device_)}
+
+
+def _untrained_run(recipe_name: str, folder: Path, classes: int = 10, per_class: int = 100) -> tuple[Path, str]:
+    """A checkpoint of an untrained model of the recipe, and an HDF5 file of random seed images for it."""
+    recipe = recipes.load(recipe_name)
+    torch.manual_seed(0)
+    model = Model(recipe=recipe, nets=nets.build(recipe))
+    img = recipe.image
+    gen = torch.Generator().manual_seed(0)
+    n = classes * per_class
+    images = torch.randint(0, 256, (n, img.size, img.size, img.channels), dtype=torch.uint8, generator=gen)
+    labels = torch.arange(n) % classes
+    seeds = folder / "seeds.h5"
+    names = [str(c) for c in range(classes)]
+    with store.open_writer(seeds, "hdf5", image_shape=(img.size, img.size, img.channels), class_names=names,
+                           provenance={"bench": "random seed images"}) as writer:
+        writer.write(images, labels, torch.arange(n), torch.ones(n, dtype=torch.bool))
+        writer.finish()
+    ckpt = folder / "untrained.pt"  # what augment reads from a checkpoint: the recipe, the nets, the seeds' source
+    checkpoint.save(ckpt, {"recipe": recipe.to_dict(), "nets": {name: net.state_dict() for name, net in model.nets.items()},
+                           "dataset": {"source": str(seeds)}})
+    return ckpt, str(seeds)
+
+
+def _settings(how: speed.Speed) -> dict:
+    return {"channels_last": how.channels_last, "compile": how.compile, "amp": how.amp}
 
 
 def machine(device: torch.device) -> str:

@@ -24,6 +24,9 @@ from datagen.evaluate import ARMS, GAN_PER_CLASS
 from datagen.errors import DatagenError
 from datagen.report import console
 
+CHANNELS_LAST_HELP = "NHWC layout for the nets (faster convolutions); default: on for CPU, where it was measured."
+COMPILE_HELP = "torch.compile the nets (falls back to eager where unavailable); off by default: on 2 CPU cores it compiled for 85 s and then ran slower."
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Grow a small labeled image set into a larger, faithfully labeled one with SelfExGAN.")
 
@@ -41,10 +44,14 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (default runs/latest) from its last checkpoint."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where torchvision datasets are downloaded (default ~/.cache/datagen)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and each net's layer shapes, then exit."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast for the forward passes; default: on for CUDA devices with bf16, never on CPU."),
 ) -> None:
     """Train SelfExGAN (E, G, D1, D2) on a dataset's train split."""
     opts = training.TrainOptions(dataset=dataset, recipe=recipe, overrides=set_, epochs=epochs, batch_size=batch_size,
-                                 seed=seed, device=device, out=out, resume=resume, data_root=data_root)
+                                 seed=seed, device=device, out=out, resume=resume, data_root=data_root,
+                                 channels_last=channels_last, compile=compile_, amp=amp)
     plan = training.prepare(opts)
     if dry_run:
         print(training.dry_run_report(plan))
@@ -99,6 +106,8 @@ def augment_cmd(
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device"),
     data_root: Optional[Path] = typer.Option(None, "--data-root"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """Grow labeled seeds into many more labeled images: latent neighbours through G."""
     from datagen.augmentation import AugmentOptions, augment
@@ -107,7 +116,7 @@ def augment_cmd(
                                     noise=_scales(noise, "--noise"), mix=mix, unlabeled=unlabeled,
                                     filter=filter_, min_confidence=min_confidence, fmt=fmt, out=out, include_seeds=include_seeds,
                                     resume=resume, overwrite=overwrite, seed=seed, batch_size=batch_size, device=device,
-                                    data_root=data_root))
+                                    data_root=data_root, channels_last=channels_last, compile=compile_))
     rates = ", ".join(f"{r:.0%}" for r in result.rejection)
     console.print(f"wrote {sum(result.counts)} images ({', '.join(map(str, result.counts))} per class) -> {result.path}\n"
                   f"filter rejection per class: {rates}\npreviews: {result.previews[0].parent if result.previews else '-'}",
@@ -259,26 +268,69 @@ def bench_train_cmd(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2, help="Default: the recipe's."),
     steps: int = typer.Option(20, "--steps", min=1, help="Timed training steps, after 3 warm-up steps."),
     device: str = typer.Option("cpu", "--device"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (CUDA only)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
 ) -> None:
     """Images/s, FLOPs per image and the share of this machine's fp32 matmul peak of SelfExGAN training steps."""
+    from datagen import speed
     from datagen.bench import bench_train
 
-    _bench_report(bench_train(recipe, batch_size, steps, device=training.pick_device(device)), json_path)
+    dev = training.pick_device(device)
+    how = speed.choose(dev, channels_last, compile_, amp)
+    _bench_report(bench_train(recipe, batch_size, steps, device=dev, how=how), json_path)
 
 
 @bench_app.command("augment")
 def bench_augment_cmd(
-    run: Path = typer.Argument(Path("runs/latest"), help="A run directory or a checkpoint file."),
-    per_class: int = typer.Option(500, "--per-class", min=1),
+    run: Optional[Path] = typer.Argument(None, help="A run directory or a checkpoint file (or give --recipe)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Time an untrained model of this recipe on random seeds instead of a run (filter off)."),
+    per_class: int = typer.Option(5000, "--per-class", min=1, help="Images per class (10 classes with --recipe)."),
     filter_: bool = typer.Option(True, "--filter/--no-filter", help="Include augment's filter (its default)."),
     device: str = typer.Option("cpu", "--device"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
 ) -> None:
     """End-to-end augment images/s against the generator-forward-only limit, and peak memory."""
+    from datagen import speed
     from datagen.bench import bench_augment
 
-    _bench_report(bench_augment(run, per_class, device=str(training.pick_device(device)), use_filter=filter_), json_path)
+    dev = training.pick_device(device)
+    if run is None and recipe is None:
+        run = Path("runs/latest")
+    _bench_report(bench_augment(run, per_class, device=str(dev), use_filter=filter_, recipe_name=recipe,
+                                how=speed.choose(dev, channels_last)), json_path)
+
+
+@bench_app.command("scaling")
+def bench_scaling_cmd(
+    recipe: str = typer.Option("mnist-cpu", "--recipe"),
+    sizes: str = typer.Option("1024,2048,4096", "--sizes", help="Dataset sizes, one training epoch each."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2, help="Default: the recipe's."),
+    device: str = typer.Option("cpu", "--device"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+) -> None:
+    """Epoch time and peak memory against dataset size: should grow linearly, and stay flat apart from the data."""
+    from datagen.bench import bench_scaling
+
+    try:
+        parsed = tuple(int(v) for v in sizes.split(","))
+    except ValueError:
+        raise DatagenError(f"--sizes {sizes}: give whole numbers, e.g. --sizes 1024,2048,4096") from None
+    result = bench_scaling(recipe, parsed, batch_size, str(training.pick_device(device)))
+    out = _stdout()
+    table = Table(title=f"one epoch of {result['recipe']} (batch {result['batch_size']}), {result['machine']}")
+    for col in ("images", "seconds", "ms/image", "time ×", "size ×", "peak RSS MiB", "data MiB"):
+        table.add_column(col, justify="right")
+    for row in result["epochs"]:
+        table.add_row(str(row["images"]), f"{row['seconds']:.1f}", f"{row['seconds_per_image'] * 1e3:.2f}",
+                      f"{row['time_ratio']:.2f}", f"{row['size_ratio']:.2f}", f"{row['peak_rss_mb']:,.0f}",
+                      f"{row['dataset_mb']:.1f}")
+    out.print(table)
+    if json_path is not None:
+        rundir.write_json(json_path, result)
+        out.print(f"wrote {json_path}", markup=False, highlight=False)
 
 
 def _bench_report(numbers: dict, json_path: Optional[Path]) -> None:

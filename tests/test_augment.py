@@ -204,3 +204,35 @@ def test_unlabeled_without_any_unlabeled_image_says_what_to_do(run, tmp_path):
     with pytest.raises(DatagenError, match="--seeds-per-class"):
         aug.augment(_opts(run, tmp_path / "x.h5", unlabeled=True, seeds_per_class=None))
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_the_filter_is_fitted_once_per_seed_set_and_reused(run, tmp_path, monkeypatch):
+    import shutil
+
+    from datagen import data, rundir
+
+    ckpt = tmp_path / "run" / "checkpoints" / "best.pt"
+    ckpt.parent.mkdir(parents=True)
+    shutil.copyfile(rundir.checkpoint_of(run), ckpt)
+    result = aug.augment(_opts(ckpt, tmp_path / "a.h5"))
+    assert set(result.seconds) >= {"filter_fit", "encode", "generate", "finish", "previews"}
+    with pytest.raises(aug.FilterCapError):  # a 1-epoch tiny G: its filter rejects everything, but it is fitted first
+        aug.augment(_opts(ckpt, tmp_path / "f.h5", filter=True))
+    cache = tmp_path / "run" / aug.FILTER_CACHE
+    assert len(list(cache.glob("*.pt"))) == 1  # augment fitted its filter into the run folder
+
+    seeds = data.load("digits", "train", size=8, channels=1)
+    images, labels = seeds.images[:40], seeds.labels[:40]
+    x = data.to_model_input(images)
+    fitted = aug._filter_classifier(cache, images, x, labels, 10, seed=0)
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the cached filter should have been used")
+
+    monkeypatch.setattr(aug, "train_classifier", no_fit)
+    reused = aug._filter_classifier(cache, images, x, labels, 10, seed=0)
+    with torch.inference_mode():
+        assert torch.equal(fitted(x), reused(x))  # the very same net
+    for other in (dict(seed=1), dict(labels=labels.roll(1))):  # anything the fit depends on: another filter
+        with pytest.raises(AssertionError, match="cached filter"):
+            aug._filter_classifier(cache, images, x, other.get("labels", labels), 10, seed=other.get("seed", 0))

@@ -1,4 +1,4 @@
-"""`datagen bench train|augment`: the numbers are there, per image, and written as JSON."""
+"""`datagen bench train|augment|scaling`: the numbers are there, per image, and written as JSON."""
 
 import json
 
@@ -30,3 +30,32 @@ def test_bench_commands_write_json(cli, tiny_run, tmp_path):
 def test_bench_bad_input_is_one_line(cli):
     done = cli("bench", "train", "--recipe", "no-such-recipe")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_bench_augment_of_a_recipe_runs_the_real_pipeline_on_random_seeds(tmp_path):
+    numbers = bench.bench_augment(recipe_name="tiny8", per_class=20)
+    assert numbers["recipe"] == "tiny8" and numbers["images"] == 200 and numbers["filter"] is False
+    assert numbers["channels_last"] is True and 0 < numbers["fraction_of_generator_limit"]
+    with pytest.raises(bench.DatagenError, match="not both"):
+        bench.bench_augment(tmp_path, recipe_name="tiny8")
+
+
+def test_bench_scaling_times_one_epoch_per_size_in_its_own_process(cli, tmp_path):
+    done = cli("bench", "scaling", "--recipe", "tiny8", "--sizes", "64,128", "--json", "s.json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "s.json").read_text())["epochs"]
+    assert [r["images"] for r in rows] == [64, 128] and [r["size_ratio"] for r in rows] == [1.0, 2.0]
+    assert all(r["seconds"] > 0 and r["peak_rss_mb"] >= r["peak_rss_before_epoch_mb"] > 0 for r in rows)
+    done = cli("bench", "scaling", "--recipe", "tiny8", "--sizes", "8")
+    assert done.returncode == 2 and "smaller than the batch size" in done.stderr
+
+
+def test_bench_train_settings_are_reported_and_compile_failure_falls_back(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(bench.torch, "compile", broken)
+    numbers = bench.bench_train("tiny8", batch_size=4, steps=1, warmup=0, how=bench.speed.Speed(compile=True))
+    assert numbers["compile"] is True and numbers["images_per_second"] > 0
+    plain = bench.bench_train("tiny8", batch_size=4, steps=1, warmup=0, how=bench.speed.Speed(channels_last=False))
+    assert plain["channels_last"] is False and plain["flops_per_image"] == pytest.approx(numbers["flops_per_image"])
