@@ -215,12 +215,12 @@ def _filter_classifier(cache: Path, images: torch.Tensor, x: torch.Tensor, label
     """The filter for these seeds: fitted once (the slowest fixed cost of augment), then reused from the run folder.
 
     The cache file is named by a digest of everything the fit depends on (the seed images and labels, the
-    seed, the classifier's definition), so a hit is the very net a new fit would give. An unwritable run
+    seed, the classifier's definition, datagen's version), so a hit is the very net a new fit would give. An unwritable run
     folder only means no cache.
     """
     digest = hashlib.sha256()
     for part in (images.contiguous().numpy().tobytes(), labels.cpu().numpy().tobytes(),
-                 f"{seed}|{n_classes}|{FILTER_STEPS}|{small_cnn(images.shape[-1], n_classes)!r}".encode()):
+                 f"{seed}|{n_classes}|{FILTER_STEPS}|{small_cnn(images.shape[-1], n_classes)!r}|{__version__}".encode()):
         digest.update(part)
     path = cache / f"{digest.hexdigest()[:24]}.pt"
     if path.is_file():

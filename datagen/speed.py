@@ -4,9 +4,9 @@ Every setting here was measured (docs/performance-notes.md), and the defaults ar
 faster on each device type. None of them changes what is saved: checkpoints hold the same state
 dict whatever the layout, and a net compiled in place keeps its parameter names.
 
-- channels_last: NHWC tensors let oneDNN's convolutions skip layout reorders; +13–23% per training
-  step and +40–100% for inference on 2 CPU cores. Not bit-exact (other kernels sum in another
-  order); a one-step test bounds the difference.
+- channels_last: NHWC tensors let oneDNN's convolutions skip layout reorders; +6–24% per training
+  step and +60–100% for inference on 2 CPU cores. Not bit-exact (other kernels sum in another
+  order); tests/test_step_exactness.py states and checks the tolerance.
 - compile: torch.compile of each net in place. Off by default (see the notes for what it measured);
   where compilation is unavailable (no C compiler, an unsupported Python), the nets run eagerly
   after one warning line instead of failing.

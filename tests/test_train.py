@@ -1,7 +1,6 @@
 """`datagen train`: a complete run, exact resume, Ctrl-C, NaN, dry run, and every bad input."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -222,3 +221,16 @@ def test_mnist_5k_default_recipe_trains_and_resumes(cli, tmp_path):
     assert second.returncode == 0, second.stderr
     epochs = [r["epoch"] for r in rundir.read_metrics(tmp_path / "m" / "metrics.jsonl") if r.get("event") == "epoch"]
     assert epochs == [1, 2]
+
+
+def test_speed_flags_reach_the_nets_and_contiguous_nets_train_the_same_way_again(cli, tmp_path, monkeypatch):
+    seen = []
+    real_prepare = training.speed.prepare
+    monkeypatch.setattr(training.speed, "prepare", lambda nets, how: (seen.append(how), real_prepare(nets, how)))
+    first = training.fit(training.prepare(_opts(tmp_path / "a", epochs=1, channels_last=False)))
+    second = training.fit(training.prepare(_opts(tmp_path / "b", epochs=1, channels_last=False)))
+    assert first.status == second.status == "completed"
+    assert seen[0] == training.speed.Speed(channels_last=False, compile=False, amp=False)
+    assert _steps(tmp_path / "a") == _steps(tmp_path / "b")  # reproducible in either layout
+    done = cli(*TINY, "--epochs", "1", "--no-channels-last", "--no-amp", "--dry-run")
+    assert done.returncode == 0, done.stderr
