@@ -332,3 +332,26 @@ def test_imagefolder_survives_kill_9(tmp_path):
             assert manifest["seed_index"][label] == members.tolist()
             assert np.asarray(Image.open(path / folder / f"{len(members) - 1:06d}.png"))[0, 0] == members[-1] % 251
         assert not list(path.rglob(".*"))  # temp files of the killed write are gone
+
+
+def test_overlapped_writes_give_the_same_file_and_surface_errors(tmp_path):
+    _write(tmp_path / "plain.h5", "hdf5")
+    with store.Overlapped(_open(tmp_path / "bg.h5", "hdf5")) as writer:
+        start = 0
+        for n in (5, 7, 6):
+            writer.write(*_batch(start, n))
+            start += n
+        assert writer.counts() == [6, 6, 6]  # waits for the batch in flight
+        writer.finish()
+    with h5py.File(tmp_path / "plain.h5") as a, h5py.File(tmp_path / "bg.h5") as b:
+        for name in ("images", "labels", "seed_index", "real"):
+            assert np.array_equal(a[name][:], b[name][:])
+    assert store.inspect(tmp_path / "bg.h5").complete
+
+    writer = store.Overlapped(_open(tmp_path / "bad.h5", "hdf5"))
+    images, labels, seeds, real = _batch(0, 4)
+    writer.write(images, labels + 5, seeds, real)  # labels out of range: fails on the background thread
+    with pytest.raises(ValueError, match="labels must lie"):
+        writer.write(*_batch(4, 4))  # ... and surfaces on the next call
+    writer.close()
+    assert store.inspect(tmp_path / "bad.h5").counts == [0, 0, 0]
