@@ -12,6 +12,7 @@ continues with exactly the candidates an uninterrupted run would have drawn.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,12 +218,13 @@ def _filter_classifier(cache: Path, images: torch.Tensor, x: torch.Tensor, label
     """The filter for these seeds: fitted once (the slowest fixed cost of augment), then reused from the run folder.
 
     The cache file is named by a digest of everything the fit depends on (the seed images and labels, the
-    seed, the classifier's definition, datagen's version), so a hit is the very net a new fit would give. An unwritable run
-    folder only means no cache.
+    seed, datagen's version, the source of the classifier and of its training), so a hit is the very net a
+    new fit would give. An unwritable run folder only means no cache.
     """
     digest = hashlib.sha256()
     for part in (images.contiguous().numpy().tobytes(), labels.cpu().numpy().tobytes(),
-                 f"{seed}|{n_classes}|{FILTER_STEPS}|{small_cnn(images.shape[-1], n_classes)!r}|{__version__}".encode()):
+                 f"{seed}|{n_classes}|{FILTER_STEPS}|{__version__}".encode(),
+                 (inspect.getsource(small_cnn) + inspect.getsource(train_classifier)).encode()):
         digest.update(part)
     path = cache / f"{digest.hexdigest()[:24]}.pt"
     if path.is_file():
