@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from datagen import __version__, checkpoint, data, rundir, speed, store
+from datagen import classifier as classifier_module
 from datagen.classifier import probabilities, small_cnn, train_classifier
 from datagen.errors import DatagenError
 from datagen.report import console, progress, save_grid
@@ -218,13 +219,13 @@ def _filter_classifier(cache: Path, images: torch.Tensor, x: torch.Tensor, label
     """The filter for these seeds: fitted once (the slowest fixed cost of augment), then reused from the run folder.
 
     The cache file is named by a digest of everything the fit depends on (the seed images and labels, the
-    seed, datagen's version, the source of the classifier and of its training), so a hit is the very net a
+    seed, datagen's version, the source of the classifier module: net and training), so a hit is the very net a
     new fit would give. An unwritable run folder only means no cache.
     """
     digest = hashlib.sha256()
     for part in (images.contiguous().numpy().tobytes(), labels.cpu().numpy().tobytes(),
                  f"{seed}|{n_classes}|{FILTER_STEPS}|{__version__}".encode(),
-                 (inspect.getsource(small_cnn) + inspect.getsource(train_classifier)).encode()):
+                 inspect.getsource(classifier_module).encode()):
         digest.update(part)
     path = cache / f"{digest.hexdigest()[:24]}.pt"
     if path.is_file():
