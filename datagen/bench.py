@@ -16,12 +16,14 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from datagen import checkpoint, nets, recipes, speed, store
+from datagen.classifier import small_cnn
 from datagen.errors import DatagenError
 from datagen.selfexgan import Model, make_optimizers, train_step
 
@@ -200,28 +202,64 @@ def bench_augment(run: Path | None = None, per_class: int = 5000, device: str = 
             warm_seconds = time.perf_counter() - started
     total = sum(result.counts)
     model = load_model(state, device, how)
-    model.nets.generator.eval()
-    batch = AugmentOptions().batch_size
-    gen = torch.Generator().manual_seed(0)
-    with torch.inference_mode():
-        z = model.project(model.gaussian(batch, gen)).to(device)
-        model.decode(z)  # warm-up
-        _sync(device_)
-        g_started = time.perf_counter()
-        for _ in range(max(1, total // batch)):
-            model.decode(z)
-        _sync(device_)
-        g_seconds = time.perf_counter() - g_started
-    g_rate = max(1, total // batch) * batch / g_seconds
-    return {"run": str(run) if run is not None else None, "recipe": model.recipe.name, "per_class": per_class,
-            "filter": use_filter, **_settings(how), "images": total, "seconds": seconds,
-            "images_per_second": total / seconds, "generator_forward_images_per_second": g_rate,
-            "fraction_of_generator_limit": (total / seconds) / g_rate,
-            **({"cached_filter_images_per_second": total / warm_seconds,
-                "cached_filter_fraction_of_generator_limit": (total / warm_seconds) / g_rate} if warm_seconds else {}),
-            "mean_rejection": sum(result.rejection) / len(result.rejection),
+    limits = _forward_limits(model, device_, total, how, n_classes=len(result.counts))
+    g_rate = limits["generator_forward_images_per_second"]
+    rejection = sum(result.rejection) / len(result.rejection)
+    out = {"run": str(run) if run is not None else None, "recipe": model.recipe.name, "per_class": per_class,
+           "filter": use_filter, **_settings(how), "images": total, "seconds": seconds,
+           "images_per_second": total / seconds, **limits, "fraction_of_generator_limit": (total / seconds) / g_rate}
+    if warm_seconds:
+        # With the filter, each kept image costs 1 / (1 - rejection) candidates through G *and* the classifier:
+        # the most any filtered pipeline could do on these nets; the share of it says what the pipeline wastes.
+        per_candidate = 1 / g_rate + 1 / limits["classifier_forward_images_per_second"]
+        filter_limit = (1 - rejection) / per_candidate
+        out.update(cached_filter_images_per_second=total / warm_seconds,
+                   cached_filter_fraction_of_generator_limit=(total / warm_seconds) / g_rate,
+                   filter_limit_images_per_second=filter_limit,
+                   cached_filter_fraction_of_filter_limit=(total / warm_seconds) / filter_limit)
+    return {**out,
+            "mean_rejection": rejection,
             "phase_seconds": {name: round(value, 3) for name, value in result.seconds.items()},
             "peak_rss_mb": peak_rss_mb(), "machine": machine(device_)}
+
+
+LIMIT_BATCHES = (32, 64, 128, 256, 512, 1024)
+
+
+@torch.inference_mode()
+def _fastest(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, device: torch.device,
+             total: int) -> tuple[float, int]:
+    """A forward pass alone over `total` rows, at whichever batch size it is fastest (rows/s, batch).
+
+    Every size is tried briefly, the fastest timed over `total` rows: the limit is what the net can do on
+    this machine, not what it does at the batch augment happens to use.
+    """
+    def rate(batch: int, rows: int) -> float:
+        forward(inputs[:batch])  # warm-up: kernels for this shape
+        _sync(device)
+        calls = max(1, rows // batch)
+        started = time.perf_counter()
+        for _ in range(calls):
+            forward(inputs[:batch])
+        _sync(device)
+        return calls * batch / (time.perf_counter() - started)
+
+    best = max(LIMIT_BATCHES, key=lambda batch: rate(batch, 4 * max(LIMIT_BATCHES)))
+    return rate(best, total), best
+
+
+def _forward_limits(model: Model, device: torch.device, total: int, how: speed.Speed, n_classes: int) -> dict:
+    """G's forward limit, and the filter classifier's (an untrained one: the same net, the same cost)."""
+    model.nets.generator.eval()
+    z = model.project(model.gaussian(max(LIMIT_BATCHES), torch.Generator().manual_seed(0))).to(device)
+    g_rate, g_batch = _fastest(model.decode, z, device, total)
+    with torch.inference_mode():
+        x = speed.as_input(model.decode(z), how)
+    classifier = small_cnn(x.shape[1], n_classes).to(device).eval()
+    speed.prepare([classifier], dataclasses.replace(how, compile=False))
+    c_rate, c_batch = _fastest(classifier, x, device, total)
+    return {"generator_forward_images_per_second": g_rate, "generator_forward_batch": g_batch,
+            "classifier_forward_images_per_second": c_rate, "classifier_forward_batch": c_batch}
 
 
 def _untrained_run(recipe_name: str, folder: Path, classes: int = 10, per_class: int = 100) -> tuple[Path, str]:

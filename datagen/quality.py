@@ -10,18 +10,20 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from datagen import speed
 from datagen.classifier import predict
 from datagen.data import to_model_input
 from datagen.metrics import reconstruction_error
 from datagen.reference import Reference
 from datagen.selfexgan import Model
 
-BATCH = 512
+BATCH = 512  # test rows per similarity matmul in the 1-NN search
 
 
 @torch.inference_mode()
 def features(ref: Reference, images: torch.Tensor) -> np.ndarray:
-    return torch.cat([ref.net.features(to_model_input(images[i:i + BATCH])) for i in range(0, len(images), BATCH)]).numpy()
+    step = speed.inference_batch(images.device)
+    return torch.cat([ref.net.features(to_model_input(images[i:i + step])) for i in range(0, len(images), step)]).numpy()
 
 
 def latent_classification(model: Model, train_images, train_labels, test_images, test_labels) -> dict[str, float]:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datagen import checkpoint, data
+from datagen import checkpoint, data, speed
 from datagen.classifier import predict
 from datagen.report import console
 
@@ -71,9 +71,16 @@ def fit(train: data.ImageSet, test: data.ImageSet, seed: int = 0, steps: int = S
         loss.backward()
         opt.step()
         schedule.step()
-    net.eval()
+    _for_inference(net)
     accuracy = (predict(net, data.to_model_input(test.images)) == test.labels).float().mean().item()
     return Reference(net=net, test_accuracy=accuracy, source=train.source)
+
+
+def _for_inference(net: ReferenceNet) -> ReferenceNet:
+    """Eval mode, channels_last on CPU: 4x faster judging (measured); it is fitted in the default layout, so
+    cached weights stay those of the fit, and the layout only changes float rounding of its outputs."""
+    speed.prepare([net], speed.choose(torch.device("cpu")))
+    return net.eval()
 
 
 def load_or_fit(folder: Path, train: data.ImageSet, load_test: Callable[[], data.ImageSet], seed: int = 0) -> Reference:
@@ -91,7 +98,7 @@ def load_or_fit(folder: Path, train: data.ImageSet, load_test: Callable[[], data
         if isinstance(state, dict) and state.get("key") == key:
             net = ReferenceNet(channels, state["n_classes"])
             net.load_state_dict(state["net"])
-            return Reference(net=net.eval(), test_accuracy=state["test_accuracy"], source=train.source)
+            return Reference(net=_for_inference(net), test_accuracy=state["test_accuracy"], source=train.source)
     console.print(f"fitting the reference classifier on all {len(train)} labeled train images of {train.source}")
     ref = fit(train, load_test(), seed)
     checkpoint.save(path, {"key": key, "net": ref.net.state_dict(), "n_classes": len(train.class_names),

@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datagen import speed
 from datagen.data import to_model_input
 from datagen.nets import Nets
 from datagen.recipes import Recipe
-
-CHUNK = 512  # images per E/G call in encode_all/decode_all: bounds memory on large sets
 
 
 def project(v: torch.Tensor, center: float, radius: float, origin: float = 0.5) -> torch.Tensor:
@@ -85,16 +84,18 @@ class Model:
 
     @torch.inference_mode()
     def encode_all(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes of a whole set, CHUNK images per call. uint8 N×H×W×C images are converted chunk by chunk
-        (a large set is never held as floats); float model input is used as it is."""
+        """Codes of a whole set, in chunks (speed.inference_batch). uint8 N×H×W×C images are converted chunk
+        by chunk (a large set is never held as floats); float model input is used as it is."""
         device = next(self.nets.encoder.parameters()).device
-        chunks = (x[i:i + CHUNK] for i in range(0, len(x), CHUNK))
+        step = speed.inference_batch(device)
+        chunks = (x[i:i + step] for i in range(0, len(x), step))
         return torch.cat([self.encode((to_model_input(c) if c.dtype == torch.uint8 else c).to(device)) for c in chunks])
 
     @torch.inference_mode()
     def decode_all(self, z: torch.Tensor) -> torch.Tensor:
-        """G of a whole set of codes, CHUNK per call."""
-        return torch.cat([self.decode(z[i:i + CHUNK]) for i in range(0, len(z), CHUNK)])
+        """G of a whole set of codes, in chunks (speed.inference_batch)."""
+        step = speed.inference_batch(z.device)
+        return torch.cat([self.decode(z[i:i + step]) for i in range(0, len(z), step)])
 
     def gaussian(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """Samples of N(0, I), moved by latent.center so they surround the codes' sphere."""

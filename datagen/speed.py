@@ -11,6 +11,11 @@ dict whatever the layout, and a net compiled in place keeps its parameter names.
   where compilation is unavailable (no C compiler, an unsupported Python), the nets run eagerly
   after one warning line instead of failing.
 - amp: bf16 autocast on CUDA devices that support it (no loss scaling needed for bf16). Never on CPU.
+- inference batch: forward passes that only predict (encode, generate, classify) run in chunks of
+  64 images on CPU, where a chunk's activations stay in cache: E, G and the classifiers ran 1.2-4x
+  faster than at 256-512 on 2 cores, and the outputs were bit-identical (eval mode uses no batch
+  statistics; the test allows 1e-6 for kernels that block by batch size). Training batches are the
+  recipe's, untouched.
 """
 
 from __future__ import annotations
@@ -42,6 +47,11 @@ def choose(device: torch.device, channels_last: bool | None = None, compile: boo
     if amp is None:
         amp = amp_possible
     return Speed(channels_last=channels_last, compile=compile, amp=amp and amp_possible)
+
+
+def inference_batch(device: torch.device) -> int:
+    """Images per forward pass when only predicting: cache-sized on CPU, large where memory is wide."""
+    return 64 if device.type == "cpu" else 512
 
 
 def prepare(nets: Iterable[nn.Module], speed: Speed) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ MANIFEST = "manifest.json"
 
 _CHUNK_BYTES = 128 << 10  # images chunk target: a whole number of samples, ~64–256 KiB (h5py's sweet spot)
 _COLUMN_CHUNK = 4096  # labels/seed_index/real: small chunks, since a partial chunk is rewritten on every flush
+_GZIP_LEVEL = 1  # 30% less packing time than level 4 for 6% more bytes (50,000 MNIST-sized images, 2 CPU cores)
+_PACK_CHUNKS = 64  # image chunks read, deflated in parallel and written per round of finish()
 _MAX_ATTR_JSON = 32 << 10  # larger provenance goes into a dataset: HDF5 object headers cap attributes at 64 KiB
 _H5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _PNG_DIGITS = 6  # 000000.png: sorts in write order up to a million images per class
@@ -354,7 +357,8 @@ class _H5Writer(_Writer):
         try:
             with h5py.File(tmp, "w") as out:
                 _h5_datasets(out, self.image_shape, self._n, packed=True)
-                for name in _DATASETS:
+                _pack_images(f["images"], out["images"], self._n)
+                for name in _DATASETS[1:]:
                     step = f[name].chunks[0] * 8
                     for start in range(0, self._n, step):
                         out[name][start:start + step] = f[name][start:min(self._n, start + step)]
@@ -387,8 +391,7 @@ def _h5_datasets(f: h5py.File, shape: tuple, n: int, *, packed: bool) -> None:
     """images N×H×W×C and the three columns, resizable along N, chunked; compressed when `packed`."""
     h, w, c = shape
     rows = max(1, _CHUNK_BYTES // (h * w * c))  # a whole number of samples per chunk
-    # gzip 1: 30% less packing time than gzip 4 for 6% more bytes (50,000 MNIST-sized images, 2 CPU cores)
-    filters = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if packed else {}
+    filters = {"compression": "gzip", "compression_opts": _GZIP_LEVEL, "shuffle": True} if packed else {}
     images = f.create_dataset("images", shape=(n, h, w, c), maxshape=(None, h, w, c), dtype=np.uint8,
                               chunks=(rows, h, w, c), **filters)
     for axis, label in enumerate(("sample", "height", "width", "channel")):
@@ -397,6 +400,29 @@ def _h5_datasets(f: h5py.File, shape: tuple, n: int, *, packed: bool) -> None:
         column = f.create_dataset(name, shape=(n,), maxshape=(None,), dtype=dtype, chunks=(_COLUMN_CHUNK,),
                                   **filters)
         column.dims[0].label = "sample"
+
+
+def _pack_images(src: h5py.Dataset, dst: h5py.Dataset, n: int) -> None:
+    """Copy n image rows into the gzip dataset `dst`, deflating its chunks on every core.
+
+    h5py deflates chunk after chunk on one core; zlib releases the GIL, so the chunks are compressed in
+    threads and stored as they are (write_direct_chunk): 0.72 -> 0.37 s per 50,000 32x32 images on 2
+    cores, the same bytes in the file (tested). Shuffle, also in the pipeline, leaves 1-byte values as they
+    are, and an edge chunk is stored whole, zero-padded, as HDF5 itself stores it.
+    """
+    rows, zeros = dst.chunks[0], (0,) * (dst.ndim - 1)
+
+    def deflate(block: np.ndarray) -> bytes:
+        if len(block) < rows:
+            block = np.concatenate([block, np.zeros((rows - len(block), *block.shape[1:]), block.dtype)])
+        return zlib.compress(block.tobytes(), _GZIP_LEVEL)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for start in range(0, n, rows * _PACK_CHUNKS):
+            block = src[start:min(n, start + rows * _PACK_CHUNKS)]
+            offsets = range(0, len(block), rows)
+            for offset, chunk in zip(offsets, pool.map(deflate, (block[o:o + rows] for o in offsets))):
+                dst.id.write_direct_chunk((start + offset, *zeros), chunk)
 
 
 def _h5_provenance(f: h5py.File) -> dict:

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from datagen import bench
 
@@ -59,3 +60,27 @@ def test_bench_train_settings_are_reported_and_compile_failure_falls_back(monkey
     assert numbers["compile"] is True and numbers["images_per_second"] > 0
     plain = bench.bench_train("tiny8", batch_size=4, steps=1, warmup=0, how=bench.speed.Speed(channels_last=False))
     assert plain["channels_last"] is False and plain["flops_per_image"] == pytest.approx(numbers["flops_per_image"])
+
+
+def test_bench_augment_with_the_filter_reports_the_filter_limit(tiny_run, monkeypatch):
+    from datagen import augmentation
+
+    # A 1-epoch tiny G gives its filter nothing to accept: this judge accepts every tenth candidate for each
+    # class instead (the i-th candidate judged "is" class i mod 10), so the filtered path runs through, at a
+    # known 90% rejection.
+    judged = [0]
+
+    def judge(net, x):
+        classes = (judged[0] + torch.arange(len(x))) % 10
+        judged[0] += len(x)
+        return torch.nn.functional.one_hot(classes, 10).float()
+
+    monkeypatch.setattr(augmentation, "probabilities", judge)
+    numbers = bench.bench_augment(tiny_run, per_class=5, use_filter=True)
+    assert numbers["mean_rejection"] == pytest.approx(0.9, abs=0.05)
+    g, c = numbers["generator_forward_images_per_second"], numbers["classifier_forward_images_per_second"]
+    assert numbers["generator_forward_batch"] in bench.LIMIT_BATCHES and numbers["classifier_forward_batch"] in bench.LIMIT_BATCHES
+    assert numbers["filter_limit_images_per_second"] == pytest.approx((1 - numbers["mean_rejection"]) / (1 / g + 1 / c))
+    assert numbers["cached_filter_fraction_of_filter_limit"] == pytest.approx(
+        numbers["cached_filter_images_per_second"] / numbers["filter_limit_images_per_second"])
+    assert set(numbers["phase_seconds"]) == {"filter_fit", "encode", "generate", "finish", "previews"}

@@ -148,3 +148,26 @@ def test_checkpoints_do_not_depend_on_the_layout(tmp_path):
     x = torch.rand(4, 1, 8, 8) * 2 - 1
     plain.nets.encoder.eval(), nhwc.nets.encoder.eval()
     assert torch.allclose(plain.encode(x), nhwc.encode(x), atol=1e-5)
+
+
+def test_inference_in_chunks_matches_one_batch():
+    """encode_all/decode_all and the classifiers run in cache-sized chunks on CPU: the same outputs as one batch
+    (eval mode: no batch statistics; stated tolerance 1e-6 for kernels that block differently by batch size)."""
+    from datagen.classifier import predict, probabilities, small_cnn
+
+    assert speed.inference_batch(torch.device("cpu")) == 64 and speed.inference_batch(torch.device("cuda")) == 512
+    r = recipes.load("tiny16")
+    torch.manual_seed(0)
+    model = Model(recipe=r, nets=nets.build(r))
+    speed.prepare([model.nets.encoder, model.nets.generator], speed.Speed(channels_last=True))
+    model.nets.encoder.eval(), model.nets.generator.eval()
+    z = model.project(model.gaussian(200, torch.Generator().manual_seed(1)))  # 3 full chunks and a partial one
+    with torch.inference_mode():
+        x, codes = model.decode(z), model.encode(model.decode(z))
+    assert torch.allclose(model.decode_all(z), x, atol=1e-6)
+    assert torch.allclose(model.encode_all(x), codes, atol=1e-6)
+    net = small_cnn(3, 4).eval()
+    with torch.inference_mode():
+        whole = torch.softmax(net(x), 1)
+    assert torch.allclose(probabilities(net, x), whole, atol=1e-6)
+    assert torch.equal(predict(net, x), whole.argmax(1))

@@ -94,6 +94,25 @@ def test_hdf5_layout_and_datagen_load(tmp_path):
     assert np.array_equal(train.images.numpy(), images[train.indices.numpy()])
 
 
+def test_parallel_packing_stores_the_bytes_h5py_would(tmp_path):
+    """finish() deflates image chunks in threads: the file must hold what h5py's own gzip writes, edge chunk too."""
+    shape = (32, 32, 3)
+    n = 3000  # 71 chunks of 42 rows (more than one round of parallel packing) and a partial one
+    images = np.random.default_rng(0).integers(0, 8, (n, *shape), dtype=np.uint8)  # compressible, not trivially
+    with store.open_writer(tmp_path / "out.h5", "hdf5", image_shape=shape, class_names=NAMES, provenance=PROV) as writer:
+        writer.write(images, np.arange(n) % 3, np.arange(n), np.zeros(n, bool))
+        writer.finish()
+    with h5py.File(tmp_path / "out.h5", "r") as f, h5py.File(tmp_path / "h5py.h5", "w") as ref:
+        ds = f["images"]
+        mine = ref.create_dataset("images", data=images, chunks=ds.chunks, compression="gzip",
+                                  compression_opts=ds.compression_opts, shuffle=True)
+        assert np.array_equal(ds[()], images)
+        starts = range(0, n, ds.chunks[0])
+        assert len(starts) > store._PACK_CHUNKS and n % ds.chunks[0]
+        for start in starts:
+            assert ds.id.read_direct_chunk((start, 0, 0, 0)) == mine.id.read_direct_chunk((start, 0, 0, 0))
+
+
 def test_hdf5_large_provenance_goes_into_a_dataset(tmp_path):
     path, prov = tmp_path / "out.h5", {**PROV, "notes": "x" * (40 << 10)}
     _write(path, "hdf5", provenance=prov)
