@@ -211,7 +211,7 @@ def demo_cmd(
     epochs: int = typer.Option(8, "--epochs", min=1, help="Training epochs (8 fit the 15-minute budget on 2 CPU cores)."),
     repeats: int = typer.Option(3, "--repeats", min=1),
 ) -> None:
-    """train -> augment -> evaluate on the bundled mnist-5k, in the current folder (about 8 minutes on 2 CPU cores)."""
+    """train -> augment -> evaluate on the bundled mnist-5k, in the current folder (about 7 minutes on 2 CPU cores)."""
     from datagen.augmentation import AugmentOptions, augment
     from datagen.evaluate import EvaluateOptions, evaluate
 
