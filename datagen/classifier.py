@@ -46,11 +46,10 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, steps:
 
 @torch.inference_mode()
 def probabilities(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    step = speed.inference_batch(x.device)  # on CPU the first conv's full-resolution output stays in cache
-    return torch.cat([torch.softmax(net(x[i:i + step]), 1) for i in range(0, x.shape[0], step)])
+    # in cache-sized chunks on CPU, where the first conv's full-resolution output then stays in cache
+    return speed.chunked(lambda c: torch.softmax(net(c), 1), x)
 
 
 @torch.inference_mode()
 def predict(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    step = speed.inference_batch(x.device)
-    return torch.cat([net(x[i:i + step]).argmax(1) for i in range(0, x.shape[0], step)])
+    return speed.chunked(lambda c: net(c).argmax(1), x)

@@ -22,8 +22,7 @@ BATCH = 512  # test rows per similarity matmul in the 1-NN search
 
 @torch.inference_mode()
 def features(ref: Reference, images: torch.Tensor) -> np.ndarray:
-    step = speed.inference_batch(images.device)
-    return torch.cat([ref.net.features(to_model_input(images[i:i + step])) for i in range(0, len(images), step)]).numpy()
+    return speed.chunked(lambda c: ref.net.features(to_model_input(c)), images).numpy()
 
 
 def latent_classification(model: Model, train_images, train_labels, test_images, test_labels) -> dict[str, float]:

@@ -87,15 +87,12 @@ class Model:
         """Codes of a whole set, in chunks (speed.inference_batch). uint8 N×H×W×C images are converted chunk
         by chunk (a large set is never held as floats); float model input is used as it is."""
         device = next(self.nets.encoder.parameters()).device
-        step = speed.inference_batch(device)
-        chunks = (x[i:i + step] for i in range(0, len(x), step))
-        return torch.cat([self.encode((to_model_input(c) if c.dtype == torch.uint8 else c).to(device)) for c in chunks])
+        return speed.chunked(lambda c: self.encode((to_model_input(c) if c.dtype == torch.uint8 else c).to(device)), x, device)
 
     @torch.inference_mode()
     def decode_all(self, z: torch.Tensor) -> torch.Tensor:
         """G of a whole set of codes, in chunks (speed.inference_batch)."""
-        step = speed.inference_batch(z.device)
-        return torch.cat([self.decode(z[i:i + step]) for i in range(0, len(z), step)])
+        return speed.chunked(self.decode, z)
 
     def gaussian(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """Samples of N(0, I), moved by latent.center so they surround the codes' sphere."""

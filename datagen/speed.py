@@ -54,6 +54,13 @@ def inference_batch(device: torch.device) -> int:
     return 64 if device.type == "cpu" else 512
 
 
+def chunked(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+            device: torch.device | None = None) -> torch.Tensor:
+    """forward over the rows of x, inference_batch(device) rows per call (default: x's device), concatenated."""
+    step = inference_batch(device or x.device)
+    return torch.cat([forward(x[i:i + step]) for i in range(0, len(x), step)])
+
+
 def prepare(nets: Iterable[nn.Module], speed: Speed) -> None:
     """Put each net into the layout the settings ask for, and compile it in place if asked."""
     for net in nets:
