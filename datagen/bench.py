@@ -26,6 +26,7 @@ from datagen import checkpoint, nets, recipes, speed, store
 from datagen.classifier import small_cnn
 from datagen.errors import DatagenError
 from datagen.selfexgan import Model, make_optimizers, train_step
+from datagen.train import load_model, new_model
 
 GEMM_SIDE = 2048
 
@@ -69,10 +70,7 @@ def bench_train(recipe_name: str = "mnist", batch_size: int | None = None, steps
     recipe = recipes.load(recipe_name)
     batch = batch_size or recipe.train.batch_size
     torch.manual_seed(seed)
-    model = Model(recipe=recipe, nets=nets.build(recipe))
-    for _, net in model.nets.items():
-        net.to(device).train()
-    speed.prepare([net for _, net in model.nets.items()], dataclasses.replace(how, compile=False))
+    model = new_model(recipe, device, dataclasses.replace(how, compile=False))  # compiled below, after counting FLOPs
     opt = make_optimizers(model)
     precision = speed.precision(device, how)
     img = recipe.image
@@ -138,16 +136,14 @@ def _one_epoch(recipe_name: str, n: int, batch: int, device: str) -> dict:
     how = speed.choose(device_)
     recipe = recipes.load(recipe_name)
     torch.manual_seed(0)
-    model = Model(recipe=recipe, nets=nets.build(recipe))
-    for _, net in model.nets.items():
-        net.to(device_).train()
-    speed.prepare([net for _, net in model.nets.items()], how)
+    model = new_model(recipe, device_, how)
     opt = make_optimizers(model)
+    precision = speed.precision(device_, how)
     img = recipe.image
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, img.size, img.size, img.channels), dtype=torch.uint8, generator=gen).to(device_)
     step = lambda rows: train_step(model, opt, speed.as_input(to_model_input(images[rows]), how),
-                                   _noise(model, batch, gen, device_), speed.precision(device_, how))
+                                   _noise(model, batch, gen, device_), precision)
     step(torch.arange(batch))  # warm-up, outside the timed epoch
     rss_before = peak_rss_mb()
     order = torch.randperm(n, generator=gen)
@@ -169,7 +165,6 @@ def bench_augment(run: Path | None = None, per_class: int = 5000, device: str = 
     filter is off there: an untrained G gives a seed-trained classifier nothing to agree with.
     """
     from datagen.augmentation import AugmentOptions, augment
-    from datagen.train import load_model
 
     if per_class < 1:
         raise DatagenError(f"--per-class {per_class}: ask for at least one image per class")

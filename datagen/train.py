@@ -211,6 +211,15 @@ def _state(model: Model, opt: Optimizers, plan: Plan, dataset: dict[str, str], e
     }
 
 
+def new_model(recipe: Recipe, device: torch.device | str, how: speed.Speed) -> Model:
+    """Freshly initialised nets of a recipe (from the global RNG) on `device`, in train mode, laid out per `how`."""
+    model = Model(recipe=recipe, nets=nets.build(recipe))
+    for _, net in model.nets.items():
+        net.to(device).train()
+    speed.prepare([net for _, net in model.nets.items()], how)
+    return model
+
+
 def load_model(state: dict[str, Any], device: torch.device | str = "cpu", how: speed.Speed | None = None) -> Model:
     """Rebuild the nets from the recipe stored in a checkpoint and load their weights, laid out per
     `how` (default: datagen.speed's measured default for the device)."""
@@ -257,11 +266,8 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
         raise DatagenError(f"--resume: {plan.dataset} is not the data {out} was trained on (fingerprints differ); "
                            "resume with the same dataset and recipe size")
     torch.manual_seed(plan.seed)
-    model = Model(recipe=recipe, nets=nets.build(recipe))
-    for _, net in model.nets.items():
-        net.to(plan.device).train()
     how = speed.choose(plan.device, plan.options.channels_last, plan.options.compile, plan.options.amp)
-    speed.prepare([net for _, net in model.nets.items()], how)
+    model = new_model(recipe, plan.device, how)
     precision = speed.precision(plan.device, how)
     opt = make_optimizers(model)
     noise_gen = torch.Generator().manual_seed(plan.seed + 1)
