@@ -358,7 +358,7 @@ class _H5Writer(_Writer):
             with h5py.File(tmp, "w") as out:
                 _h5_datasets(out, self.image_shape, self._n, packed=True)
                 _pack_images(f["images"], out["images"], self._n)
-                for name in _DATASETS[1:]:
+                for name in dict(_COLUMNS):  # labels, seed_index, real: small, copied as they are
                     step = f[name].chunks[0] * 8
                     for start in range(0, self._n, step):
                         out[name][start:start + step] = f[name][start:min(self._n, start + step)]
