@@ -11,9 +11,9 @@ __version__ = "0.1.0"
 def augment(run: str | Path = "runs/latest", per_class: int = 100, **options: Any):
     """Python API of `datagen augment`: write `per_class` labeled neighbours per class; returns an AugmentResult.
 
-    `options` are the fields of `datagen.augmentation.AugmentOptions` (seeds, seeds_per_class, noise, filter,
+    `options` are the fields of `datagen.generate.augment.AugmentOptions` (seeds, seeds_per_class, noise, filter,
     min_confidence, fmt, out, include_seeds, resume, overwrite, seed, batch_size, device, data_root, progress).
     """
-    from datagen.augmentation import AugmentOptions, augment as run_augment  # torch loads only when used
+    from datagen.generate.augment import AugmentOptions, augment as run_augment  # torch loads only when used
 
     return run_augment(AugmentOptions(run=Path(run), per_class=per_class, **options))

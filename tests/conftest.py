@@ -1,27 +1,84 @@
-"""Shared helpers: run the real `datagen` command in a subprocess (exit codes, stderr, no traceback)."""
+"""Shared fixtures: the CLI in-process (and, for smoke tests, as a real process), tiny runs, no network."""
 
+import shutil
+import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+DATAGEN = Path(sys.executable).with_name("datagen")  # the installed console script
+
+
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
 
 def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "datagen.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    """The installed `datagen` script in its own process: what a user's shell runs."""
+    return subprocess.run([str(DATAGEN), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
-def cli(tmp_path):
-    """cli(*args) runs datagen in tmp_path and returns the completed process."""
+def real_cli(tmp_path):
+    """real_cli(*args) runs the `datagen` script as a subprocess in tmp_path: keep to one smoke test per command."""
     return lambda *args, **kw: run_cli(*args, cwd=tmp_path, **kw)
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """cli(*args) runs datagen's real entry point in this process, in tmp_path: its exit code, stdout and stderr."""
+    from datagen.cli.main import main
+
+    def invoke(*args: str, **_: object) -> Done:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(sys, "argv", ["datagen", *args])
+        capsys.readouterr()
+        code = 0
+        try:
+            main()
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        out, err = capsys.readouterr()
+        return Done(code, out, err)
+
+    return invoke
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Tests never touch the network: any connection attempt fails as it would offline."""
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in datagen's tests")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def _listing(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))}
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """One 1-epoch tiny8 SelfExGAN run on the bundled digits, shared by every test that only reads it."""
-    from datagen import train as training
+    """One 1-epoch tiny8 SelfExGAN run on the bundled digits, shared read-only: tests get copies (`run`).
+
+    It is checked after the session: a test that wrote into it would make results depend on test order.
+    """
+    from datagen.train import loop as training
 
     out = tmp_path_factory.mktemp("tiny") / "run"
     training.fit(training.prepare(training.TrainOptions(dataset="digits", recipe="tiny8", epochs=1, out=out, progress=False)))
-    return out
+    before = _listing(out)
+    yield out
+    assert _listing(out) == before, "a test wrote into the shared tiny_run: use the `run` fixture (a copy)"
+
+
+@pytest.fixture
+def run(tiny_run, tmp_path):
+    """A private copy of the shared tiny run, free to write reference.pt, filters/ and figures into."""
+    return Path(shutil.copytree(tiny_run, tmp_path / "tiny-run", symlinks=True))

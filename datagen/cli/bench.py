@@ -1,0 +1,132 @@
+"""`datagen bench noise|train|augment|scaling`: the measurements behind the defaults and the speed claims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from datagen.cli.common import CHANNELS_LAST_HELP, COMPILE_HELP, parse_scales, stdout
+from datagen.common.errors import DatagenError
+from datagen.common.files import write_json
+
+
+def bench_noise_cmd(
+    run: Path = typer.Argument(Path("runs/latest"), help="A run directory or a checkpoint file."),
+    scales: str = typer.Option("0,0.1,0.2,0.3,0.5,0.7,1.0", "--scales", help="Comma list of noise scales to try."),
+    per_class: int = typer.Option(300, "--per-class", min=1, help="Generated images per class and scale."),
+    seeds_per_class: int = typer.Option(10, "--seeds-per-class", min=1, help="Labeled seeds per class to grow from."),
+    min_confidence: float = typer.Option(0.9, "--min-confidence", min=0.0, max=1.0),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write every number to this JSON file."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root"),
+) -> None:
+    """Label agreement (independent reference classifier) and variety of augment's neighbours per noise scale."""
+    from datagen.bench.noise import sweep
+
+    result = sweep(run, parse_scales(scales, "--scales"), per_class=per_class, seeds_per_class=seeds_per_class,
+                   min_confidence=min_confidence, seed=seed, data_root=data_root)
+    table = Table(title=f"augment neighbours vs. the reference classifier ({result.reference_test_accuracy:.1%} on real test images)")
+    for col in ("noise", "filter", "agreement", "worst class", "rejected", "distance to seed", "seconds"):
+        table.add_column(col, justify="right")
+    for r in result.rows:
+        if r.agreement is None:
+            table.add_row(f"{r.noise:g}", "on", "filter cap hit", "-", "-", "-", f"{r.seconds:.1f}")
+            continue
+        table.add_row(f"{r.noise:g}", "on" if r.filter else "off", f"{r.agreement:.1%}", f"{min(r.agreement_per_class):.1%}",
+                      f"{r.rejection:.1%}", f"{r.distance_to_seed:.3f}", f"{r.seconds:.1f}")
+    stdout().print(table)
+    if json_path is not None:
+        write_json(json_path, result.to_json())
+        stdout().print(f"wrote {json_path}", markup=False, highlight=False)
+
+
+def bench_train_cmd(
+    recipe: str = typer.Option("mnist", "--recipe", help="Recipe to time (default: the thesis' Table 4.1 MNIST nets)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2, help="Default: the recipe's."),
+    steps: int = typer.Option(20, "--steps", min=1, help="Timed training steps, after 3 warm-up steps."),
+    device: str = typer.Option("cpu", "--device"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (CUDA only)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+) -> None:
+    """Images/s, FLOPs per image and the share of this machine's fp32 matmul peak of SelfExGAN training steps."""
+    from datagen.bench.training import bench_train
+    from datagen.model import speed
+    from datagen.model.device import pick_device
+
+    dev = pick_device(device)
+    how = speed.choose(dev, channels_last, compile_, amp)
+    bench_report(bench_train(recipe, batch_size, steps, device=dev, how=how), json_path)
+
+
+def bench_augment_cmd(
+    run: Optional[Path] = typer.Argument(None, help="A run directory or a checkpoint file (or give --recipe)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Time an untrained model of this recipe on random seeds instead of a run (filter off)."),
+    per_class: int = typer.Option(5000, "--per-class", min=1, help="Images per class (10 classes with --recipe)."),
+    filter_: bool = typer.Option(True, "--filter/--no-filter", help="Include augment's filter (its default)."),
+    device: str = typer.Option("cpu", "--device"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+) -> None:
+    """End-to-end augment images/s against the generator-forward-only limit, and peak memory."""
+    from datagen.bench.generation import bench_augment
+    from datagen.model import speed
+    from datagen.model.device import pick_device
+
+    dev = pick_device(device)
+    if run is None and recipe is None:
+        run = Path("runs/latest")
+    bench_report(bench_augment(run, per_class, device=str(dev), use_filter=filter_, recipe_name=recipe,
+                                how=speed.choose(dev, channels_last)), json_path)
+
+
+def bench_scaling_cmd(
+    recipe: str = typer.Option("mnist-cpu", "--recipe"),
+    sizes: str = typer.Option("1024,2048,4096", "--sizes", help="Dataset sizes, one training epoch each."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2, help="Default: the recipe's."),
+    device: str = typer.Option("cpu", "--device"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+) -> None:
+    """Epoch time and peak memory against dataset size: should grow linearly, and stay flat apart from the data."""
+    from datagen.bench.training import bench_scaling
+    from datagen.model.device import pick_device
+
+    try:
+        parsed = tuple(int(v) for v in sizes.split(","))
+    except ValueError:
+        raise DatagenError(f"--sizes {sizes}: give whole numbers, e.g. --sizes 1024,2048,4096") from None
+    result = bench_scaling(recipe, parsed, batch_size, str(pick_device(device)))
+    out = stdout()
+    table = Table(title=f"one epoch of {result['recipe']} (batch {result['batch_size']}), {result['machine']}")
+    for col in ("images", "seconds", "ms/image", "time ×", "size ×", "peak RSS MiB", "data MiB"):
+        table.add_column(col, justify="right")
+    for row in result["epochs"]:
+        table.add_row(str(row["images"]), f"{row['seconds']:.1f}", f"{row['seconds_per_image'] * 1e3:.2f}",
+                      f"{row['time_ratio']:.2f}", f"{row['size_ratio']:.2f}", f"{row['peak_rss_mb']:,.0f}",
+                      f"{row['dataset_mb']:.1f}")
+    out.print(table)
+    if json_path is not None:
+        write_json(json_path, result)
+        out.print(f"wrote {json_path}", markup=False, highlight=False)
+
+
+def bench_report(numbers: dict, json_path: Optional[Path]) -> None:
+    out = stdout()
+    for key, value in numbers.items():
+        out.print(f"{key}: {value:,.4g}" if isinstance(value, float) else f"{key}: {value}", markup=False, highlight=False)
+    if json_path is not None:
+        write_json(json_path, numbers)
+        out.print(f"wrote {json_path}", markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    bench_app = typer.Typer(no_args_is_help=True, help="Measurements that back datagen's defaults and speed claims.")
+    app.add_typer(bench_app, name="bench")
+    bench_app.command("noise")(bench_noise_cmd)
+    bench_app.command("train")(bench_train_cmd)
+    bench_app.command("augment")(bench_augment_cmd)
+    bench_app.command("scaling")(bench_scaling_cmd)

@@ -1,0 +1,80 @@
+"""`datagen augment` (grow labeled seeds into a dataset) and `datagen inspect` (verify one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from datagen.cli.common import CHANNELS_LAST_HELP, COMPILE_HELP, one_line, parse_scales, stdout
+from datagen.common.console import console
+
+
+def augment_cmd(
+    run: Path = typer.Argument(Path("runs/latest"), help="A run directory (its best checkpoint) or a checkpoint file."),
+    per_class: int = typer.Option(..., "--per-class", help="Generated images per class."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Labeled images to grow from (name or path, as in train); default: the run's own train split."),
+    seeds_per_class: Optional[int] = typer.Option(None, "--seeds-per-class", help="Use only K seeds per class (a fixed subset for --seed)."),
+    noise: str = typer.Option("0.5", "--noise", help="Latent noise scale, or a comma list of scales to mix (default chosen by `datagen bench noise`, see README)."),
+    mix: float = typer.Option(0.0, "--mix", help="Share of candidates that start from a blend of two seeds of their class (0..1)."),
+    unlabeled: bool = typer.Option(False, "--unlabeled", help="Also grow from the seeds' dataset's other (unlabeled) images, each labelled by its nearest seed in latent space."),
+    filter_: bool = typer.Option(True, "--filter/--no-filter", help="Keep a neighbour only if a classifier trained on the seeds agrees with its label."),
+    min_confidence: float = typer.Option(0.9, "--min-confidence"),
+    fmt: str = typer.Option("hdf5", "--format", help="hdf5 | imagefolder"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file or folder (default: inside the run directory)."),
+    include_seeds: bool = typer.Option(False, "--include-seeds", help="Also write the real seeds, marked as real."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted output to exactly N per class."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+) -> None:
+    """Grow labeled seeds into many more labeled images: latent neighbours through G."""
+    from datagen.generate.augment import AugmentOptions, augment
+
+    result = augment(AugmentOptions(run=run, per_class=per_class, seeds=seeds, seeds_per_class=seeds_per_class,
+                                    noise=parse_scales(noise, "--noise"), mix=mix, unlabeled=unlabeled,
+                                    filter=filter_, min_confidence=min_confidence, fmt=fmt, out=out, include_seeds=include_seeds,
+                                    resume=resume, overwrite=overwrite, seed=seed, batch_size=batch_size, device=device,
+                                    data_root=data_root, channels_last=channels_last, compile=compile_))
+    rates = ", ".join(f"{r:.0%}" for r in result.rejection)
+    console.print(f"wrote {sum(result.counts)} images ({', '.join(map(str, result.counts))} per class) -> {result.path}\n"
+                  f"filter rejection per class: {rates}\npreviews: {result.previews[0].parent if result.previews else '-'}",
+                  highlight=False, markup=False)
+
+
+def inspect_cmd(path: Path = typer.Argument(..., help="An .h5 file or ImageFolder directory written by datagen.")) -> None:
+    """Summarise a generated dataset and verify it: exit 1 if it is incomplete or damaged."""
+    from datagen.store.inspect import inspect
+
+    summary = inspect(path)
+    table = Table(title=escape(f"{summary.path} ({summary.format})"))
+    for col in ("class", "images", "of which real"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, count, real in zip(summary.class_names, summary.counts, summary.real_counts):
+        table.add_row(escape(name), str(count), str(real))
+    table.add_row("[bold]total", f"[bold]{sum(summary.counts)}", f"[bold]{sum(summary.real_counts)}")
+    out = stdout()
+    out.print(table)
+    h, w, c = summary.image_shape
+    out.print(f"images {h}x{w}x{c}, complete: {summary.complete}")
+    for key, value in summary.provenance.items():
+        if isinstance(value, list) and len(value) > 12:  # e.g. 4,000 seed indices: a count and the ends
+            value = f"{len(value)} values: {', '.join(map(str, value[:5]))}, …, {', '.join(map(str, value[-3:]))}"
+        out.print(f"  {key}: {value}", markup=False, highlight=False)
+    if summary.problems:
+        for problem in summary.problems:
+            one_line("problem:", problem)
+        raise typer.Exit(1)
+    out.print("verified: no problems found")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("augment")(augment_cmd)
+    app.command("inspect")(inspect_cmd)

@@ -1,0 +1,74 @@
+"""`datagen train` and `datagen recipes`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from datagen.cli.common import CHANNELS_LAST_HELP, COMPILE_HELP, stdout
+from datagen.common.console import console
+
+
+def train_cmd(
+    dataset: Optional[str] = typer.Argument(None, help="mnist-5k, digits, mnist, fashion-mnist, svhn, cifar10, celeba, an ImageFolder directory or an .h5 file. Optional with --resume."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe name (see `datagen recipes`) or .toml path; default: the dataset's own."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Total epochs (with --resume: train until this many)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="Seeds initialisation, data order and noise: same seed, same run on CPU (default 0; with --resume, the run's own)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<dataset>-<time>)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set train.lr=2e-4 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (default runs/latest) from its last checkpoint."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where torchvision datasets are downloaded (default ~/.cache/datagen)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and each net's layer shapes, then exit."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast for the forward passes; default: on for CUDA devices with bf16, never on CPU."),
+) -> None:
+    """Train SelfExGAN (E, G, D1, D2) on a dataset's train split."""
+    from datagen.train import loop as training
+
+    opts = training.TrainOptions(dataset=dataset, recipe=recipe, overrides=set_, epochs=epochs, batch_size=batch_size,
+                                 seed=seed, device=device, out=out, resume=resume, data_root=data_root,
+                                 channels_last=channels_last, compile=compile_, amp=amp)
+    plan = training.prepare(opts)
+    if dry_run:
+        print(training.dry_run_report(plan))
+        return
+    result = training.fit(plan)
+    if result.message:
+        console.print(result.message, highlight=False)
+    if result.status == "failed":
+        raise typer.Exit(1)
+    if result.status == "interrupted":
+        raise typer.Exit(130)
+    if result.last_epoch:
+        last = result.last_epoch
+        samples = result.out / "samples" / f"epoch-{last['epoch']:03d}-recon.png"
+        console.print(f"done: {result.epoch} epochs, {result.step} steps -> {result.out}\n"
+                      f"reconstructions: {samples}\nfinal losses: "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in result.final_losses.items()), highlight=False)
+
+
+def recipes_cmd() -> None:
+    """List the built-in recipes: image size, channels, latent size and parameters per net."""
+    from datagen.model import nets, recipes
+
+    table = Table(title="datagen recipes")
+    for col in ("name", "model", "image", "latent", "E", "G", "D1", "D2", "source"):
+        table.add_column(col, justify="right" if col in ("E", "G", "D1", "D2", "latent") else "left")
+    for name in recipes.builtin_names():
+        r = recipes.load(name)
+        built = dict(nets.build(r).items())
+        count = lambda key: f"{nets.parameter_count(built[key]):,}" if key in built else "-"
+        table.add_row(name, r.model, f"{r.image.size}x{r.image.size}x{r.image.channels}", str(r.latent.dim),
+                      count("encoder"), count("generator"), count("d1"), count("d2"), r.source)
+    stdout().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.command("recipes")(recipes_cmd)

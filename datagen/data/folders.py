@@ -1,0 +1,86 @@
+"""ImageFolder trees as a source: one sub-folder per class, decoded lazily in chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from datagen.common.errors import DatagenError
+from datagen.data.conform import rows_per_chunk
+from datagen.data.imageset import EVERY_FIFTH_RULE, Selection, every_fifth
+
+
+_IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def scan_folder(root: Path) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
+    """Image files (sorted by class, then name), their labels, and the sorted class names."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        members = sorted(p for p in (root / name).iterdir() if p.is_file() and not p.name.startswith(".")
+                         and p.suffix.lower() in _IMAGE_EXTENSIONS)
+        if not members:
+            raise DatagenError(f"class folder {root / name} contains no images: add .png/.jpg files or remove it")
+        files += members
+        labels += [label] * len(members)
+    if not files:
+        raise DatagenError(f"{root} contains no images: expected one sub-folder per class holding .png/.jpg files")
+    return files, np.array(labels, dtype=np.int64), tuple(classes)
+
+
+def _unreadable(path: Path, root: Path, error: Exception) -> DatagenError:
+    return DatagenError(f"cannot read image {path.relative_to(root)} in {root} ({type(error).__name__}: {error}): "
+                        "remove or replace the file")
+
+
+def read_header(path: Path, root: Path) -> tuple[tuple[int, int], str]:
+    """(width, height) and PIL mode, from the header only (no pixel decoding)."""
+    try:
+        with Image.open(path) as img:
+            return img.size, img.mode
+    except (OSError, ValueError, Image.DecompressionBombError) as error:  # UnidentifiedImageError is an OSError
+        raise _unreadable(path, root, error) from error
+
+
+def decode(path: Path, root: Path, grey: bool) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            if img.mode.startswith("I;16"):  # 16-bit grey: keep the high byte instead of clipping at 255
+                return (np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8)[..., None]
+            pixels = np.asarray(img.convert("L" if grey else "RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise _unreadable(path, root, error) from error
+    return pixels[..., None] if grey else pixels
+
+
+def select_folder(root: Path, split: str) -> Selection:
+    files, labels, class_names = scan_folder(root)
+    headers = [read_header(path, root) for path in files]
+    sizes: dict[tuple[int, int], Path] = {}
+    for path, (size, _) in zip(files, headers):
+        sizes.setdefault(size, path)
+    if len(sizes) > 1:
+        (a, a_path), (b, b_path) = list(sizes.items())[:2]
+        raise DatagenError(f"mixed image sizes in {root}: {a_path.relative_to(root)} is {a[0]}×{a[1]}, "
+                           f"{b_path.relative_to(root)} is {b[0]}×{b[1]}; resize them to one size first")
+    # One colour file makes the whole set RGB: grey -> RGB loses nothing, the reverse would.
+    grey = all(mode in GREY_MODES for _, mode in headers)
+    picked = every_fifth(labels, split)
+    (w, h), _ = headers[0]
+
+    def chunks() -> Iterator[torch.Tensor]:
+        rows = rows_per_chunk((h, w, 1 if grey else 3))
+        for start in range(0, len(picked), rows):
+            batch = [decode(files[i], root, grey) for i in picked[start:start + rows]]
+            yield torch.from_numpy(np.stack(batch))
+
+    return Selection(chunks(), labels[picked], picked, class_names, EVERY_FIFTH_RULE)

@@ -1,0 +1,73 @@
+"""A loaded split (ImageSet), a split before conforming (Selection), the fixed split rule, and content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from datagen.data.conform import rows_per_chunk
+
+
+EVERY_FIFTH_RULE = ("within each class, in source order, every fifth image (class positions 4, 9, 14, …) "
+                     "is test and the rest is train")
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing tensors field-wise has no single truth value
+class ImageSet:
+    images: torch.Tensor  # uint8, N×H×W×C, contiguous, already conformed
+    labels: torch.Tensor  # int64, N
+    class_names: tuple[str, ...]
+    source: str  # the registered name, or the resolved absolute path as str
+    split: str  # "train" or "test"
+    indices: torch.Tensor  # int64, N: each image's position in the source's full ordering
+    split_rule: str  # one human sentence saying how the split was made
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        _, h, w, c = self.images.shape
+        return h, w, c
+
+    def image_hashes(self) -> torch.Tensor:
+        """One 64-bit content hash per image (int64): lets evaluate prove no test image was trained on."""
+        flat = self.images.reshape(len(self.images), -1).numpy()
+        return torch.tensor([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little", signed=True)
+                             for row in flat], dtype=torch.int64)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(self.images.contiguous().numpy().tobytes())
+        digest.update(self.labels.contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+
+class Selection(NamedTuple):
+    """One split of a source, before conforming: native chunks are decoded lazily so memory stays bounded."""
+    chunks: Iterator[torch.Tensor]  # uint8 n×H×W×C, native size, in order
+    labels: np.ndarray
+    indices: np.ndarray
+    class_names: tuple[str, ...]
+    rule: str
+
+
+def every_fifth(labels: np.ndarray, split: str) -> np.ndarray:
+    """Source positions of ``split`` under the every-fifth-per-class rule (stable, class-balanced, no shuffling)."""
+    rank = np.empty(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rank[members] = np.arange(len(members))
+    is_test = rank % 5 == 4
+    return np.flatnonzero(is_test if split == "test" else ~is_test)
+
+
+def array_chunks(images: np.ndarray | torch.Tensor, picked: np.ndarray) -> Iterator[torch.Tensor]:
+    """Chunks of ``images[picked]`` (N×H×W×C in memory), copied one chunk at a time."""
+    rows = rows_per_chunk(images.shape[1:])
+    for start in range(0, len(picked), rows):
+        yield torch.as_tensor(np.ascontiguousarray(images[picked[start:start + rows]]))

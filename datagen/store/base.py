@@ -1,0 +1,110 @@
+"""What both output formats share: the writer protocol, batch checks, and the rules for resuming.
+
+Both writers append durably: once ``write()`` returns, a ``kill -9`` loses nothing written so far, and ``resume``
+continues from exactly there. Only ``finish()`` makes an output look complete (``complete`` = true), so a reader
+can always tell an interrupted output from a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from datagen.common.errors import DatagenError
+
+if TYPE_CHECKING:  # torch is slow to import; writers only ever need .detach().cpu().numpy() on a tensor
+    import torch
+
+
+FORMATS = ("hdf5", "imagefolder")
+
+
+FORMAT_VERSION = 1
+
+
+RESUME_MUST_MATCH = ("checkpoint_sha256", "noise", "seed", "seeds_per_class", "per_class", "filter", "min_confidence",
+                     "source", "seed_indices", "mix", "unlabeled")
+
+
+MANIFEST = "manifest.json"
+
+
+H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)  # what h5py raises on damaged files
+
+
+class Writer(Protocol):
+    path: Path
+
+    def counts(self) -> list[int]: ...
+    def write(self, images: torch.Tensor | np.ndarray, labels: Any, seed_index: Any, real: Any) -> None: ...
+    def finish(self) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Writer: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class BaseWriter:
+    path: Path
+
+    def __init__(self, path: Path, image_shape: tuple, class_names: list[str], counts: list[int]):
+        self.path = path
+        self.image_shape = image_shape
+        self.class_names = class_names
+        self._counts = counts
+
+    def counts(self) -> list[int]:
+        return list(self._counts)
+
+    def __enter__(self) -> BaseWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _batch(self, images: Any, labels: Any, seed_index: Any, real: Any) -> tuple[np.ndarray, ...]:
+        """The four columns as numpy arrays, checked: a wrong batch is a bug in the caller, hence ValueError."""
+        images, labels, seed_index, real = (_numpy(x) for x in (images, labels, seed_index, real))
+        n = len(images)
+        if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
+            raise ValueError(f"images must be uint8 N×{'×'.join(map(str, self.image_shape))}, "
+                             f"got {images.dtype} {images.shape}")
+        if any(np.shape(x) != (n,) for x in (labels, seed_index, real)):
+            raise ValueError(f"labels, seed_index and real must each hold {n} values")
+        labels, seed_index = labels.astype(np.int64), seed_index.astype(np.int64)
+        if n and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+            raise ValueError(f"labels must lie in 0..{len(self.class_names) - 1}")
+        return np.ascontiguousarray(images), labels, seed_index, real.astype(bool)
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor, possibly on a GPU
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def unwritable(path: Path, error: OSError) -> DatagenError:
+    reason = error.strerror or str(error)
+    return DatagenError(f"cannot write {path} ({reason}); choose a writable --out")
+
+
+def jsonable(provenance: dict) -> dict:
+    """Provenance as it reads back from JSON (tuples become lists), so resume compares like with like."""
+    return json.loads(json.dumps(provenance, default=str))
+
+
+def check_resume(path: Path, shape: tuple, names: list[str], prov: dict,
+                  old_shape: tuple, old_names: list[str], old_prov: dict) -> None:
+    pairs = [("image_shape", list(old_shape), list(shape)), ("class_names", list(old_names), names)]
+    pairs += [(key, old_prov[key], prov[key]) for key in RESUME_MUST_MATCH if key in old_prov and key in prov]
+    for key, old, new in pairs:
+        if old != new:
+            raise DatagenError(f"cannot resume {path}: it was written with {key} = {_short(old)}, not {_short(new)}; "
+                               f"resume with the same {key} or pass --overwrite to replace it")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,206 @@
+"""The HDF5 output: one .h5 file, streamed uncompressed, packed (gzip + shuffle) by finish()."""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from datagen.common.errors import DatagenError
+from datagen.common.files import atomic_path, leftover_temporaries
+from datagen.store.base import FORMAT_VERSION, H5_ERRORS, BaseWriter, check_resume, unwritable
+
+
+_CHUNK_BYTES = 128 << 10  # images chunk target: a whole number of samples, ~64–256 KiB (h5py's sweet spot)
+
+
+_COLUMN_CHUNK = 4096  # labels/seed_index/real: small chunks, since a partial chunk is rewritten on every flush
+
+
+_GZIP_LEVEL = 1  # 30% less packing time than level 4 for 6% more bytes (50,000 MNIST-sized images, 2 CPU cores)
+
+
+_PACK_CHUNKS = 64  # image chunks read, deflated in parallel and written per round of finish()
+
+
+_MAX_ATTR_JSON = 32 << 10  # larger provenance goes into a dataset: HDF5 object headers cap attributes at 64 KiB
+
+
+COLUMNS = (("labels", np.int64), ("seed_index", np.int64), ("real", np.bool_))
+
+
+DATASETS = ("images", *dict(COLUMNS))
+
+
+class H5Writer(BaseWriter):
+    """One .h5 file; attr ``n_written`` is the only trusted length (rows past it are a write cut short).
+
+    While streaming, the datasets are chunked but *uncompressed*; ``finish()`` packs them (gzip 1 + shuffle) into a
+    new file that atomically replaces the streaming one. Why: a compressed chunk changes size when rewritten, HDF5
+    then moves it (or grows it in place at the end of the file) and updates the chunk index only at the metadata
+    flush, so a kill -9 inside ``flush()`` left earlier, already flushed rows undecodable in about one output in
+    ten (measured). Uncompressed chunks keep their size and place: rewriting one rewrites the old rows' bytes
+    unchanged, whatever the index says.
+    """
+
+    def __init__(self, path: Path, f: h5py.File, image_shape: tuple, class_names: list[str], counts: list[int]):
+        super().__init__(path, image_shape, class_names, counts)
+        self._f: h5py.File | None = f
+        self._n = sum(counts)
+
+    @classmethod
+    def create(cls, path: Path, shape: tuple, names: list[str], prov: dict) -> H5Writer:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _drop_packing_leftovers(path)
+            # The default (oldest) file format on purpose: libver='latest' marks the file "open for writing" in
+            # its superblock, and after a kill -9 HDF5 refuses to reopen it until `h5clear -s`.
+            f = h5py.File(path, "w")
+        except OSError as error:
+            raise unwritable(path, error) from None
+        _h5_datasets(f, shape, 0, packed=False)
+        text = json.dumps(prov)
+        if len(text.encode()) > _MAX_ATTR_JSON:
+            f.create_dataset("provenance_json", data=text, dtype=h5py.string_dtype())
+        else:
+            f.attrs["provenance"] = text
+        f.attrs.update(format_version=FORMAT_VERSION, complete=False, n_written=0, image_shape=list(shape),
+                       class_names=json.dumps(names))  # a JSON list: what datagen.data.load reads
+        f.flush()
+        return cls(path, f, shape, names, [0] * len(names))
+
+    @classmethod
+    def reopen(cls, path: Path, shape: tuple, names: list[str], prov: dict) -> H5Writer:
+        if path.is_dir():
+            raise DatagenError(f"{path} is a directory, not an HDF5 output: pass --format imagefolder to resume it")
+        try:
+            _drop_packing_leftovers(path)  # a finish() cut short; the streaming file is intact
+            f = h5py.File(path, "a")
+        except OSError as error:
+            raise DatagenError(f"cannot reopen {path} to resume it ({error}): "
+                               "pass --overwrite to start it again") from None
+        try:
+            if "format_version" not in f.attrs:
+                raise DatagenError(f"{path} is not an HDF5 file written by datagen: choose another --out")
+            old_names, old_prov = json.loads(f.attrs["class_names"]), read_provenance(f)
+            check_resume(path, shape, names, prov, f["images"].shape[1:], old_names, old_prov)
+            n = min(int(f.attrs["n_written"]), *(len(f[name]) for name in DATASETS))
+            for name in DATASETS:  # drop rows of a batch that was cut short
+                f[name].resize(n, axis=0)
+            f.attrs["n_written"] = n
+            f.flush()
+            counts = np.bincount(f["labels"][:n], minlength=len(names)).tolist()
+        except H5_ERRORS as error:
+            f.close()
+            raise DatagenError(f"cannot resume {path}: it is damaged ({type(error).__name__}: {error}); "
+                               "pass --overwrite to start it again") from None
+        except BaseException:
+            f.close()
+            raise
+        return cls(path, f, shape, names, counts)
+
+    def write(self, images: Any, labels: Any, seed_index: Any, real: Any) -> None:
+        columns = dict(zip(DATASETS, self._batch(images, labels, seed_index, real)))
+        f = self._open()
+        start, end = self._n, self._n + len(columns["labels"])
+        try:
+            if f.attrs["complete"]:  # a finished (packed) output that grows is unfinished again (and not kill-safe)
+                f.attrs["complete"] = False
+            for name, values in columns.items():
+                f[name].resize(end, axis=0)
+                f[name][start:end] = values
+            f.flush()  # the data first, then the count that vouches for it
+            f.attrs["n_written"] = end
+            f.flush()
+        except OSError as error:
+            raise unwritable(self.path, error) from None
+        self._n = end
+        self._counts = (np.asarray(self._counts) + np.bincount(columns["labels"], minlength=len(self._counts))).tolist()
+
+    def finish(self) -> None:
+        """Pack the streamed rows into a compressed file that atomically replaces the streaming one."""
+        f = self._open()
+        if f.attrs["complete"]:  # resumed after finishing, and nothing added
+            self.close()
+            return
+        try:
+            with atomic_path(self.path) as tmp:
+                with h5py.File(tmp, "w") as out:
+                    _h5_datasets(out, self.image_shape, self._n, packed=True)
+                    _pack_images(f["images"], out["images"], self._n)
+                    for name in dict(COLUMNS):  # labels, seed_index, real: small, copied as they are
+                        step = f[name].chunks[0] * 8
+                        for start in range(0, self._n, step):
+                            out[name][start:start + step] = f[name][start:min(self._n, start + step)]
+                    if "provenance_json" in f:
+                        f.copy("provenance_json", out)
+                    out.attrs.update(dict(f.attrs))
+                    out.attrs["complete"] = True
+                self.close()
+        except OSError as error:
+            raise unwritable(self.path, error) from None
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def _open(self) -> h5py.File:
+        if self._f is None:
+            raise ValueError(f"the writer for {self.path} is closed")
+        return self._f
+
+
+def _drop_packing_leftovers(path: Path) -> None:
+    for leftover in leftover_temporaries(path):
+        leftover.unlink()
+
+
+def _h5_datasets(f: h5py.File, shape: tuple, n: int, *, packed: bool) -> None:
+    """images N×H×W×C and the three columns, resizable along N, chunked; compressed when `packed`."""
+    h, w, c = shape
+    rows = max(1, _CHUNK_BYTES // (h * w * c))  # a whole number of samples per chunk
+    filters = {"compression": "gzip", "compression_opts": _GZIP_LEVEL, "shuffle": True} if packed else {}
+    images = f.create_dataset("images", shape=(n, h, w, c), maxshape=(None, h, w, c), dtype=np.uint8,
+                              chunks=(rows, h, w, c), **filters)
+    for axis, label in enumerate(("sample", "height", "width", "channel")):
+        images.dims[axis].label = label
+    for name, dtype in COLUMNS:
+        column = f.create_dataset(name, shape=(n,), maxshape=(None,), dtype=dtype, chunks=(_COLUMN_CHUNK,),
+                                  **filters)
+        column.dims[0].label = "sample"
+
+
+def _pack_images(src: h5py.Dataset, dst: h5py.Dataset, n: int) -> None:
+    """Copy n image rows into the gzip dataset `dst`, deflating its chunks on every core.
+
+    h5py deflates chunk after chunk on one core; zlib releases the GIL, so the chunks are compressed in
+    threads and stored as they are (write_direct_chunk): 0.72 -> 0.37 s per 50,000 32x32 images on 2
+    cores, the same bytes in the file (tested). Shuffle, also in the pipeline, leaves 1-byte values as they
+    are, and an edge chunk is stored whole, zero-padded, as HDF5 itself stores it.
+    """
+    rows, zeros = dst.chunks[0], (0,) * (dst.ndim - 1)
+
+    def deflate(block: np.ndarray) -> bytes:
+        if len(block) < rows:
+            block = np.concatenate([block, np.zeros((rows - len(block), *block.shape[1:]), block.dtype)])
+        return zlib.compress(block.tobytes(), _GZIP_LEVEL)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for start in range(0, n, rows * _PACK_CHUNKS):
+            block = src[start:min(n, start + rows * _PACK_CHUNKS)]
+            offsets = range(0, len(block), rows)
+            for offset, chunk in zip(offsets, pool.map(deflate, (block[o:o + rows] for o in offsets))):
+                dst.id.write_direct_chunk((start + offset, *zeros), chunk)
+
+
+def read_provenance(f: h5py.File) -> dict:
+    if "provenance_json" in f:
+        return json.loads(f["provenance_json"].asstr()[()])
+    return json.loads(f.attrs.get("provenance", "{}"))

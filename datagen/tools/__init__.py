@@ -1,0 +1,1 @@
+"""The thesis' latent-space figures on any run: reconstruct, sample, chain, similarity, explore, embed, interpolate."""

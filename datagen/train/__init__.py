@@ -1,0 +1,1 @@
+"""Training: the loop with exact resume, the per-epoch monitor, and the run directory it writes."""

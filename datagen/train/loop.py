@@ -1,0 +1,361 @@
+"""The training loop: epochs, progress, JSONL metrics, sample grids, checkpoints, resume.
+
+`prepare` validates everything (recipe, nets, data, output directory) and writes nothing, so bad
+input never leaves a run directory behind; `fit` then trains and writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datagen import __version__
+from datagen.common.console import console, progress
+from datagen.common.errors import DatagenError
+from datagen.common.files import write_json
+from datagen.data.pixels import to_model_input
+from datagen.data.sources import dataset_names, load, probe
+from datagen.model import checkpoint, nets, recipes, speed
+from datagen.model.checkpoint import new_model
+from datagen.model.device import pick_device
+from datagen.model.latent import Model
+from datagen.model.objectives import Optimizers, make_optimizers, train_step
+from datagen.model.recipes import Recipe
+from datagen.train import rundir
+from datagen.train.monitor import Monitor
+
+
+# The recipe a registered dataset trains with when --recipe is not given.
+DEFAULT_RECIPES = {"mnist-5k": "mnist-cpu", "digits": "mnist-cpu", "mnist": "mnist", "fashion-mnist": "mnist",
+                   "svhn": "svhn", "cifar10": "cifar10", "celeba": "celeba64"}
+
+
+@dataclass
+class TrainOptions:
+    dataset: str | None = None
+    recipe: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int | None = None  # None: 0 for a new run, the run's own seed on --resume
+    device: str = "auto"
+    out: Path | None = None
+    resume: bool = False
+    data_root: Path | None = None
+    runs_root: Path = rundir.RUNS_ROOT
+    progress: bool = True
+    channels_last: bool | None = None  # None: datagen.speed's measured default for the device
+    compile: bool = False
+    amp: bool | None = None
+
+
+@dataclass
+class Plan:
+    """A validated training job: nothing has been written yet."""
+
+    recipe: Recipe
+    dataset: str
+    out: Path
+    device: torch.device
+    seed: int
+    resume_state: dict[str, Any] | None
+    options: TrainOptions
+
+
+def _suggest_recipes(dataset: str, data_root: Path | None) -> str:
+    h, w, c = probe(dataset, data_root)
+    side = min(h, w)
+    fitting = []
+    for name in recipes.builtin_names():
+        r = recipes.load(name)
+        if r.image.channels == c:
+            fitting.append((abs(r.image.size - side), r.image.size, name))
+    fitting.sort()
+    listed = ", ".join(f"{name} ({size}x{size})" for _, size, name in fitting[:4]) or "none; write your own"
+    return f"{dataset} ({h}x{w}x{c}) has no default recipe: pass --recipe NAME|PATH; {c}-channel recipes nearest its size: {listed}"
+
+
+def _resolve_recipe(opts: TrainOptions, stored: Recipe | None) -> Recipe:
+    sets = list(opts.overrides)
+    if opts.epochs is not None:
+        sets.append(f"train.epochs={opts.epochs}")
+    if opts.batch_size is not None:
+        sets.append(f"train.batch_size={opts.batch_size}")
+    if opts.recipe is not None:
+        base = recipes.load(opts.recipe)
+    elif stored is not None:
+        base = stored
+    elif opts.dataset in DEFAULT_RECIPES:
+        base = recipes.load(DEFAULT_RECIPES[opts.dataset])
+    else:
+        raise DatagenError(_suggest_recipes(opts.dataset, opts.data_root))
+    return recipes.apply_overrides(base, sets)
+
+
+def prepare(opts: TrainOptions) -> Plan:
+    """Resolve and check everything a run needs; raises DatagenError, writes nothing."""
+    device = pick_device(opts.device)
+    state = None
+    if opts.resume:
+        out = opts.out or opts.runs_root / "latest"
+        if not out.exists():
+            raise DatagenError(f"--resume: no run at {out}; give the run directory with --out DIR")
+        state = checkpoint.load(out / "checkpoints" / "last.pt")
+        stored = recipes.parse(state["recipe"], f"in {out}")
+        dataset = opts.dataset or state["dataset"]["source"]
+        recipe = _resolve_recipe(TrainOptions(**{**opts.__dict__, "dataset": dataset}), stored)
+        if recipe.architecture() != stored.architecture():
+            raise DatagenError(f"--resume: {out} was trained with recipe '{stored.name}', which differs from "
+                               f"'{recipe.name}' in its nets; drop --recipe/--set to continue it, or train into a new --out")
+        changed = [k for k, v in recipe.to_dict()["train"].items()
+                   if k not in ("epochs", "log_every") and stored.to_dict()["train"][k] != v]
+        if opts.seed is not None and opts.seed != state["seed"]:
+            changed.append(f"seed (the run's is {state['seed']})")
+        if changed:
+            raise DatagenError(f"--resume keeps the run's training settings; only --epochs may change (changed: {', '.join(changed)})")
+        out = out.resolve()
+    else:
+        if opts.dataset is None:
+            raise DatagenError("give a DATASET to train on (e.g. datagen train mnist-5k)")
+        dataset = opts.dataset
+        recipe = _resolve_recipe(opts, None)
+        if dataset not in dataset_names():
+            probe(dataset)  # a missing or unreadable path fails here, before anything is written
+        out = opts.out or rundir.default_dir(dataset, opts.runs_root)
+        rundir.check_new(out)
+    nets.build(recipe)  # shape errors surface here, naming the layer
+    seed = state["seed"] if state is not None else (opts.seed or 0)
+    if not 0 <= seed < 2**32:
+        raise DatagenError(f"--seed {seed}: use a number from 0 to {2**32 - 1}")
+    return Plan(recipe=recipe, dataset=dataset, out=out, device=device, seed=seed, resume_state=state, options=opts)
+
+
+def dry_run_report(plan: Plan) -> str:
+    recipe = plan.recipe
+    img = (recipe.image.channels, recipe.image.size, recipe.image.size)
+    m = recipe.latent.dim
+    built = nets.build(recipe)
+    inputs = {"encoder": [img], "generator": [(m,)], "d1": [img], "d2": [img, (m,)]}
+    lines = [f"recipe {recipe.name} for {plan.dataset} -> {plan.out}", json.dumps(recipe.to_dict(), indent=2)]
+    for name, net in built.items():
+        lines.append(f"\n{name}: {nets.parameter_count(net):,} parameters, input {' + '.join(str(s) for s in inputs[name])}")
+        lines += [f"  {shape!s:<18} {desc}" for desc, shape in nets.layer_shapes(net, inputs[name])]
+    return "\n".join(lines)
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The data order of one epoch depends on (seed, epoch) only, so a resumed run replays it."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the current step, save, exit. Second Ctrl-C: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.armed = False  # until the run directory exists there is nothing to save: stop at once
+        self._previous: Any = None
+
+    def __enter__(self) -> "_StopFlag":
+        def handler(signum: int, frame: Any) -> None:
+            if self.requested or not self.armed:
+                raise KeyboardInterrupt
+            self.requested = True
+            console.print("[yellow]interrupt: saving a checkpoint after this step (Ctrl-C again to abort)")
+        try:
+            self._previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread: plain KeyboardInterrupt behaviour
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+@dataclass
+class Result:
+    out: Path
+    status: str  # completed | interrupted | failed
+    epoch: int
+    step: int
+    message: str = ""
+    last_epoch: dict[str, Any] = field(default_factory=dict)
+    final_losses: dict[str, float] = field(default_factory=dict)
+
+
+def _state(model: Model, opt: Optimizers, plan: Plan, dataset: dict[str, str], epoch: int, batch: int, step: int,
+           noise_gen: torch.Generator, best: float | None) -> dict[str, Any]:
+    return {
+        "nets": {name: net.state_dict() for name, net in model.nets.items()},
+        "optimizers": opt.state_dict(),
+        "epoch": epoch, "batch": batch, "step": step, "seed": plan.seed, "best_fidelity": best,
+        "rng": {"torch": torch.get_rng_state(), "noise": noise_gen.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "recipe": plan.recipe.to_dict(),
+        "dataset": dataset,
+        "datagen_version": __version__,
+    }
+
+
+def fit(plan: Plan) -> Result:
+    """Train per the plan; every epoch logs, draws grids and checkpoints. Never raises on Ctrl-C or NaN."""
+    started = {"run": False}  # set once this call has marked the run "running"
+    try:
+        with _StopFlag() as stop:
+            return _fit(plan, stop, started)
+    except DatagenError:
+        raise  # bad input: found before this call changed anything
+    except BaseException as exc:
+        if started["run"]:  # say how the run ended, so nobody mistakes it for a live one
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            rundir.set_status(plan.out, status, reason=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
+    recipe, t, out = plan.recipe, plan.recipe.train, plan.out
+    img = recipe.image
+    with progress() as bar:  # decoding a large folder or CelebA takes a while: show it
+        task = bar.add_task("load", total=None, info=plan.dataset, visible=plan.options.progress and console.is_terminal)
+        train_set = load(plan.dataset, "train", size=img.size, channels=img.channels, crop=img.crop,
+                              data_root=plan.options.data_root,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if len(train_set) < t.batch_size:
+        raise DatagenError(f"{plan.dataset} has {len(train_set)} training images, fewer than the batch size "
+                           f"{t.batch_size}; lower it with --batch-size")
+    fingerprint = train_set.fingerprint()
+    # The resolved source (an absolute path for folders and files), so --resume works from anywhere.
+    dataset_info = {"source": train_set.source, "fingerprint": fingerprint, "image_hashes": train_set.image_hashes()}
+    state = plan.resume_state
+    if state is not None and state["dataset"]["fingerprint"] != fingerprint:
+        raise DatagenError(f"--resume: {plan.dataset} is not the data {out} was trained on (fingerprints differ); "
+                           "resume with the same dataset and recipe size")
+    torch.manual_seed(plan.seed)
+    how = speed.choose(plan.device, plan.options.channels_last, plan.options.compile, plan.options.amp)
+    model = new_model(recipe, plan.device, how)
+    precision = speed.precision(plan.device, how)
+    opt = make_optimizers(model)
+    noise_gen = torch.Generator().manual_seed(plan.seed + 1)
+    images = train_set.images.to(plan.device)
+    monitor_file = out / "monitor.pt"
+    if state is None:
+        rundir.create(out)
+        write_json(out / "recipe.json", recipe.to_dict())
+        write_json(out / "dataset.json", {
+            "source": train_set.source, "split": "train", "split_rule": train_set.split_rule, "images": len(train_set),
+            "class_names": list(train_set.class_names), "shape": list(train_set.shape), "fingerprint": fingerprint,
+            "train_indices_sha": _indices_digest(train_set.indices)})
+        write_json(out / "run.json", {"status": "running", "dataset": plan.dataset, "recipe": recipe.name,
+                                             "seed": plan.seed, "device": str(plan.device), "datagen_version": __version__})
+        started["run"] = stop.armed = True
+        rundir.point_latest(out, plan.options.runs_root)
+        console.print(f"training {recipe.model} ({recipe.name}) on {plan.dataset}: {len(train_set)} images -> {out}")
+        console.print("fitting the small classifier behind the label-fidelity number (once per run)")
+        monitor = Monitor.create(images, train_set.labels, len(train_set.class_names), recipe.latent.dim, plan.seed,
+                                 recipe.latent.center)
+        monitor.save(monitor_file)
+        epoch, batch, step, best = 0, 0, 0, None
+    else:
+        for name, net in model.nets.items():
+            net.load_state_dict(state["nets"][name])
+        opt.load_state_dict(state["optimizers"])
+        torch.set_rng_state(state["rng"]["torch"])
+        noise_gen.set_state(state["rng"]["noise"])
+        if state["rng"].get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        epoch, batch, step, best = state["epoch"], state["batch"], state["step"], state["best_fidelity"]
+        monitor = Monitor.from_state(checkpoint.load_plain(monitor_file), img.channels)
+        rundir.set_status(out, "running")
+        started["run"] = stop.armed = True
+        write_json(out / "recipe.json", recipe.to_dict())  # --epochs may have changed
+        console.print(f"resuming {out} at epoch {epoch + 1}, step {step}")
+    metrics = rundir.MetricsLog(out / "metrics.jsonl", keep_until_step=step if state is not None else None)
+    steps_per_epoch = len(train_set) // t.batch_size
+    result = Result(out=out, status="completed", epoch=epoch, step=step)
+    if epoch >= t.epochs:
+        metrics.close()
+        rundir.set_status(out, "completed")
+        result.message = f"{out} has already trained {epoch} epochs (--epochs {t.epochs}); raise --epochs to train more"
+        return result
+    save = lambda name, e, b: checkpoint.save(out / "checkpoints" / name, _state(model, opt, plan, dataset_info, e, b, step, noise_gen, best))
+    logs: dict[str, float] = {}
+    with progress() as bar:
+        task = bar.add_task("train", total=t.epochs * steps_per_epoch, completed=epoch * steps_per_epoch + batch,
+                            info="", visible=plan.options.progress and console.is_terminal)
+        window_start, window_images = time.perf_counter(), 0
+        shown = ""  # the last epoch's fidelity and reconstruction error, kept on the bar
+        while epoch < t.epochs:
+            order = _epoch_order(plan.seed, epoch, len(train_set)).to(plan.device)
+            epoch_start = time.perf_counter()
+            while batch < steps_per_epoch:
+                x = speed.as_input(to_model_input(images[order[batch * t.batch_size:(batch + 1) * t.batch_size]]), how)
+                z_noise = [model.gaussian(t.batch_size, noise_gen).to(plan.device) for _ in range(t.eg_steps)]
+                logs = train_step(model, opt, x, z_noise, precision)
+                if not all(math.isfinite(v) for v in logs.values()):
+                    bad = ", ".join(k for k, v in logs.items() if not math.isfinite(v))
+                    return _stop_non_finite(result, out, metrics, epoch, step + 1, bad)
+                batch, step = batch + 1, step + 1
+                window_images += t.batch_size
+                elapsed = time.perf_counter() - window_start
+                rate = window_images / elapsed if elapsed > 0 else 0.0
+                if step % t.log_every == 0 or batch == steps_per_epoch:
+                    metrics.write({"epoch": epoch + 1, "step": step, "img_per_s": round(rate, 1), **logs})
+                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{t.epochs} step {step} {_losses(logs)} {shown} {rate:.0f} img/s")
+                if elapsed > 10:
+                    window_start, window_images = time.perf_counter(), 0
+                if stop.requested:
+                    save("last.pt", epoch, batch)
+                    metrics.close()
+                    rundir.set_status(out, "interrupted")
+                    result.status, result.epoch, result.step = "interrupted", epoch, step
+                    result.message = (f"interrupted at epoch {epoch + 1}, step {step}: checkpoint saved; continue with "
+                                      f"datagen train --resume --out {out}")
+                    return result
+            epoch, batch = epoch + 1, 0
+            if not all(torch.isfinite(p).all() for _, net in model.nets.items() for p in net.parameters()):
+                return _stop_non_finite(result, out, metrics, epoch - 1, step, "the weights")
+            measured = monitor.measure(model, images, out / "samples", epoch)
+            record = {"epoch": epoch, "step": step, "event": "epoch", "epoch_seconds": round(time.perf_counter() - epoch_start, 2), **measured}
+            metrics.write(record)
+            improved = measured["fidelity"] is not None and (best is None or measured["fidelity"] > best)
+            if improved:
+                best = measured["fidelity"]
+            save("last.pt", epoch, 0)
+            if improved:
+                save("best.pt", epoch, 0)
+            result.last_epoch = record
+            fid = "n/a" if measured["fidelity"] is None else f"{measured['fidelity']:.1%}"
+            shown = f"fidelity {fid} recon {measured['recon_error']:.3f}"
+            console.print(f"epoch {epoch}/{t.epochs}: fidelity {fid}, recon error {measured['recon_error']:.3f}, "
+                          f"{_losses(logs)}, {record['epoch_seconds']:.0f} s")
+    metrics.close()
+    rundir.set_status(out, "completed", epochs=epoch, step=step, best_fidelity=best)
+    result.epoch, result.step, result.final_losses = epoch, step, logs
+    return result
+
+
+def _stop_non_finite(result: Result, out: Path, metrics: rundir.MetricsLog, epoch: int, step: int, what: str) -> Result:
+    """End a run whose numbers went NaN/inf, keeping the last good checkpoint untouched."""
+    metrics.close()
+    rundir.set_status(out, "failed", reason=f"non-finite {what}")
+    result.status, result.epoch, result.step = "failed", epoch, step
+    result.message = (f"training stopped: {what} became NaN/inf at epoch {epoch + 1}, step {step}; the last good "
+                      f"checkpoint is kept in {out / 'checkpoints' / 'last.pt'}; try a lower learning rate (--set train.lr=1e-4)")
+    return result
+
+
+def _losses(logs: dict[str, float]) -> str:
+    return " ".join(f"{name.removesuffix('_loss')} {logs[name]:.3f}" for name in ("d_loss", "eg_loss") if name in logs)
+
+
+def _indices_digest(indices: torch.Tensor) -> str:
+    return hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
