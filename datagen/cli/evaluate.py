@@ -27,7 +27,7 @@ def evaluate_cmd(
     filter_: bool = typer.Option(False, "--filter/--no-filter", help="augment's seed-trained label filter in the gan arms (off: it measured worse)."),
     steps: int = typer.Option(CLASSIFIER_STEPS, "--steps", min=1, help="Optimisation steps of every downstream classifier."),
     with_quality: bool = typer.Option(True, "--quality/--no-quality", help="Also measure E and G (1-NN, FID, precision/recall...)."),
-    seed: int = typer.Option(0, "--seed", min=0, max=2**20),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Draws the label budgets and seeds every repeat."),
     data_root: Optional[Path] = typer.Option(None, "--data-root"),
 ) -> None:
     """Benchmark: downstream test accuracy with real labels only, classical augmentation, datagen, and both."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from PIL import Image
 
 from datagen.common.errors import DatagenError
 from datagen.data.conform import rows_per_chunk
-from datagen.data.imageset import EVERY_FIFTH_RULE, Selection, every_fifth
+from datagen.data.imageset import EVERY_FIFTH_RULE, OUTPUT_MANIFEST, OUTPUT_MARK, OUTPUT_RULE, Selection, every_fifth, whole
 
 
 _IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -74,7 +75,8 @@ def select_folder(root: Path, split: str) -> Selection:
                            f"{b_path.relative_to(root)} is {b[0]}×{b[1]}; resize them to one size first")
     # One colour file makes the whole set RGB: grey -> RGB loses nothing, the reverse would.
     grey = all(mode in GREY_MODES for _, mode in headers)
-    picked = every_fifth(labels, split)
+    generated = _is_output(root)
+    picked = whole(len(labels), split) if generated else every_fifth(labels, split)
     (w, h), _ = headers[0]
 
     def chunks() -> Iterator[torch.Tensor]:
@@ -83,4 +85,18 @@ def select_folder(root: Path, split: str) -> Selection:
             batch = [decode(files[i], root, grey) for i in picked[start:start + rows]]
             yield torch.from_numpy(np.stack(batch))
 
-    return Selection(chunks(), labels[picked], picked, class_names, EVERY_FIFTH_RULE)
+    return Selection(chunks(), labels[picked], picked, class_names, OUTPUT_RULE if generated else EVERY_FIFTH_RULE)
+
+
+def _is_output(root: Path) -> bool:
+    """Whether the folder is a datagen ImageFolder output (its manifest says so); an unfinished one is refused."""
+    try:
+        manifest = json.loads((root / OUTPUT_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or OUTPUT_MARK not in manifest:
+        return False
+    if not manifest.get("complete", False):
+        raise DatagenError(f"{root} is incomplete (an interrupted write); finish it with `datagen augment --resume` "
+                           "or regenerate it")
+    return True

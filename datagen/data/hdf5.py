@@ -12,7 +12,7 @@ import torch
 
 from datagen.common.errors import DatagenError
 from datagen.data.conform import rows_per_chunk
-from datagen.data.imageset import EVERY_FIFTH_RULE, Selection, every_fifth
+from datagen.data.imageset import EVERY_FIFTH_RULE, OUTPUT_MARK, OUTPUT_RULE, Selection, every_fifth, whole
 
 
 _LAYOUT = "expected dataset 'images' (uint8 N×H×W×C) and dataset 'labels' (integer N)"
@@ -67,7 +67,8 @@ def _h5_class_names(attr: object, labels: np.ndarray, path: Path) -> tuple[str, 
 def select_h5(path: Path, split: str) -> Selection:
     with open_h5(path) as f:
         _, labels, class_names = h5_layout(f, path)
-    picked = every_fifth(labels, split)
+        generated = OUTPUT_MARK in f.attrs
+    picked = whole(len(labels), split) if generated else every_fifth(labels, split)
 
     def chunks() -> Iterator[torch.Tensor]:
         # Contiguous block reads, then pick rows in memory: h5py fancy indexing is slow for long index lists.
@@ -81,4 +82,4 @@ def select_h5(path: Path, split: str) -> Selection:
                     block = block[wanted]
                     yield torch.from_numpy(block[..., None] if block.ndim == 3 else block)
 
-    return Selection(chunks(), labels[picked], picked, class_names, EVERY_FIFTH_RULE)
+    return Selection(chunks(), labels[picked], picked, class_names, OUTPUT_RULE if generated else EVERY_FIFTH_RULE)

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from datagen.common.seeds import generator
 from datagen.data.conform import rows_per_chunk
 
 
@@ -56,6 +57,16 @@ class Selection(NamedTuple):
     rule: str
 
 
+OUTPUT_RULE = "a datagen output: every image is train (generated data keeps no test split)"
+OUTPUT_MARK = "format_version"  # the HDF5 attribute (and manifest key) every datagen output carries
+OUTPUT_MANIFEST = "manifest.json"  # an ImageFolder output's record of what it holds
+
+
+def whole(n: int, split: str) -> np.ndarray:
+    """Positions of `split` in a datagen output: all of them for train, none for test."""
+    return np.arange(n) if split == "train" else np.arange(0)
+
+
 def every_fifth(labels: np.ndarray, split: str) -> np.ndarray:
     """Source positions of ``split`` under the every-fifth-per-class rule (stable, class-balanced, no shuffling)."""
     rank = np.empty(len(labels), dtype=np.int64)
@@ -71,3 +82,16 @@ def array_chunks(images: np.ndarray | torch.Tensor, picked: np.ndarray) -> Itera
     rows = rows_per_chunk(images.shape[1:])
     for start in range(0, len(picked), rows):
         yield torch.as_tensor(np.ascontiguousarray(images[picked[start:start + rows]]))
+
+
+def draw_per_class(labels: torch.Tensor, n_classes: int, k: int | None, seed: int) -> list[torch.Tensor]:
+    """Per class, the positions of up to `k` of its members (all when k is None), in a random order fixed by `seed`.
+
+    The one way datagen draws labeled seeds: augment's --seeds-per-class and evaluate's label budgets alike.
+    """
+    drawn = []
+    for c in range(n_classes):
+        where = torch.nonzero(labels == c).flatten()
+        where = where[torch.randperm(len(where), generator=generator("draw-per-class", seed, c))]
+        drawn.append(where if k is None else where[:k])
+    return drawn

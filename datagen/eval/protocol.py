@@ -25,7 +25,8 @@ from datagen import __version__
 from datagen.classify import reference
 from datagen.common.console import console, progress
 from datagen.common.errors import DatagenError
-from datagen.data.imageset import ImageSet
+from datagen.common.seeds import derive_seed
+from datagen.data.imageset import ImageSet, draw_per_class
 from datagen.data.sources import load
 from datagen.eval import downstream, quality
 from datagen.eval.defaults import ARMS, GAN_PER_CLASS
@@ -100,10 +101,7 @@ def check_no_test_leak(state: dict, train: ImageSet, test: ImageSet) -> None:
 def _draw_seeds(labels: torch.Tensor, n_classes: int, k: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions of (training seeds, validation seeds): K per class, one in VAL_SHARE held out per class."""
     train_pos, val_pos = [], []
-    for c in range(n_classes):
-        where = torch.nonzero(labels == c).flatten()
-        where = where[torch.randperm(len(where), generator=torch.Generator().manual_seed(seed * 7919 + c))]
-        where = where[:k] if k is not None else where
+    for where in draw_per_class(labels, n_classes, k, seed):
         n_val = len(where) // VAL_SHARE
         val_pos.append(where[:n_val])
         train_pos.append(where[n_val:])
@@ -137,6 +135,9 @@ def evaluate(o: EvaluateOptions) -> Evaluation:
     source = state["dataset"]["source"]
     train = load(source, "train", size=size, channels=channels, crop=crop, data_root=o.data_root)
     test = load(source, "test", size=size, channels=channels, crop=crop, data_root=o.data_root)
+    if len(test) == 0:
+        raise DatagenError(f"{source} has no test split ({train.split_rule}): evaluate a run trained on a dataset "
+                           "that has one")
     check_no_test_leak(state, train, test)
     n_classes = len(train.class_names)
     json_path = o.json_path or rundir.folder_of(ckpt) / "evaluation" / "evaluation.json"
@@ -148,7 +149,7 @@ def evaluate(o: EvaluateOptions) -> Evaluation:
         task = bar.add_task("evaluate", total=jobs * len(o.arms), info="", visible=o.progress and console.is_terminal)
         for k in o.labels_per_class:
             for r in range(o.repeats):
-                repeat_seed = o.seed * 1000 + r
+                repeat_seed = derive_seed("evaluate-repeat", o.seed, r)
                 train_pos, val_pos = _draw_seeds(train.labels, n_classes, k, repeat_seed)
                 gen = None
                 if any("gan" in arm for arm in o.arms):

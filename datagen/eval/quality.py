@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 from datagen.classify.fit import predict
 from datagen.classify.reference import Reference
+from datagen.common.seeds import generator
 from datagen.data.pixels import pixel_distance, to_model_input
 from datagen.model import speed
 from datagen.model.latent import Model
@@ -41,7 +42,7 @@ def reconstruction(model: Model, ref: Reference, images: torch.Tensor, labels: t
     """Error, BiGAN's ratio ||x - G(E(x))|| / ||x - x_random|| and the label fidelity of G(E(x))."""
     x = to_model_input(images)
     x_rec = model.decode_all(model.encode_all(x))
-    shift = 1 + torch.randperm(len(x) - 1, generator=torch.Generator().manual_seed(seed))[0].item()
+    shift = 1 + torch.randperm(len(x) - 1, generator=generator("quality-random-pair", seed))[0].item()
     x_random = x.roll(shift, 0)  # every image paired with another one (never itself)
     rec_dist = pixel_distance(x, x_rec, "l2").mean().item()
     rand_dist = pixel_distance(x, x_random, "l2").mean().item()
@@ -76,7 +77,7 @@ def generated_quality(ref: Reference, real_images: torch.Tensor, fake_images: to
                       fake_labels: torch.Tensor, seed: int = 0) -> dict[str, float]:
     """Label fidelity of generated images, FID and precision/recall against real test images."""
     n = min(len(real_images), len(fake_images))
-    pick = torch.randperm(len(fake_images), generator=torch.Generator().manual_seed(seed))[:n]
+    pick = torch.randperm(len(fake_images), generator=generator("quality-fake-pick", seed))[:n]
     fidelity = (predict(ref.net, to_model_input(fake_images)) == fake_labels).float().mean().item()
     real_f, fake_f = features(ref, real_images[:n]), features(ref, fake_images[pick])
     return {"generated_label_fidelity": fidelity, "fid_reference_features": frechet_distance(real_f, fake_f),

@@ -24,6 +24,7 @@ from datagen.common.console import console, progress
 from datagen.common.errors import DatagenError
 from datagen.common.files import safe_name
 from datagen.common.grids import save_grid
+from datagen.common.seeds import generator
 from datagen.data.conform import check_safe_to_conform
 from datagen.data.imageset import ImageSet
 from datagen.data.pixels import to_model_input
@@ -91,6 +92,11 @@ def _validate(o: AugmentOptions) -> None:
         raise DatagenError("--batch-size must be at least 1")
 
 
+def _pool_digest(indices: torch.Tensor) -> dict:
+    """The unlabeled pool in a few bytes: its size and a digest of its source indices."""
+    return {"images": len(indices), "sha256": hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()[:16]}
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -105,7 +111,8 @@ def augment(o: AugmentOptions) -> AugmentResult:
     ckpt = rundir.checkpoint_of(o.run)
     state = checkpoint.load(ckpt)
     device = pick_device(o.device)
-    model = checkpoint.load_model(state, device, speed.choose(device, o.channels_last, o.compile))
+    how = speed.choose(device, o.channels_last, o.compile)
+    model = checkpoint.load_model(state, device, how)
     img = model.recipe.image
     source = o.seeds or state["dataset"]["source"]
     if o.seeds is not None:  # the run's own data was conformed in training already; other seeds must convert safely
@@ -125,7 +132,9 @@ def augment(o: AugmentOptions) -> AugmentResult:
         "seed_indices": seeds.indices[chosen].tolist(), "seeds_per_class": o.seeds_per_class,
         "checkpoint": str(ckpt), "checkpoint_sha256": _sha256(ckpt), "recipe": model.recipe.name,
         "noise": list(o.noise), "mix": o.mix, "unlabeled": o.unlabeled, "filter": o.filter, "min_confidence": o.min_confidence if o.filter else None,
-        "per_class": o.per_class, "include_seeds": o.include_seeds, "seed": o.seed, "datagen_version": __version__,
+        "per_class": o.per_class, "include_seeds": o.include_seeds, "seed": o.seed, "batch_size": o.batch_size,
+        "unlabeled_pool": _pool_digest(seeds.indices[unlabeled]) if unlabeled is not None else None,
+        "channels_last": how.channels_last, "datagen_version": __version__,
     }
     h, w, ch = img.size, img.size, img.channels
     writer = writers.open_writer(out, o.fmt, image_shape=(h, w, ch), class_names=list(names), provenance=provenance,
@@ -251,7 +260,7 @@ def _previews(model: Model, o: AugmentOptions, out: Path, picked: list[torch.Ten
     for c, where in enumerate(picked):
         x = to_model_input(seeds.images[where[:8]]).to(device)
         z = model.encode(x).repeat_interleave(7, 0)
-        grown = neighbours(model, z, o.noise, torch.Generator().manual_seed(o.seed))
+        grown = neighbours(model, z, o.noise, generator("augment-previews", o.seed))
         rows = torch.cat([torch.cat([x[i:i + 1], grown[i * 7:(i + 1) * 7]]) for i in range(x.shape[0])])
         paths.append(save_grid(rows, folder / f"{c:03d}-{safe_name(names[c])}.png", nrow=8))
     return paths

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 
 from datagen.common.errors import DatagenError
+from datagen.common.seeds import generator
+from datagen.data.imageset import draw_per_class
 from datagen.data.pixels import to_uint8
 from datagen.model.latent import Model
 
@@ -18,22 +20,18 @@ DEFAULT_NOISE = 0.5
 
 
 def pick_seeds(labels: torch.Tensor, n_classes: int, k: int | None, seed: int, names: tuple[str, ...]) -> list[torch.Tensor]:
-    """Per class, the positions of the seeds to grow from: all, or a fixed random K."""
+    """Per class, the positions of the seeds to grow from, in source order: all, or a fixed random K."""
     picked = []
-    for c in range(n_classes):
-        where = torch.nonzero(labels == c).flatten()
+    for c, where in enumerate(draw_per_class(labels, n_classes, k, seed)):
         if where.numel() == 0:
             raise DatagenError(f"class '{names[c]}' has no seed images: add some, or drop the class from the seeds")
-        if k is not None:
-            order = torch.randperm(where.numel(), generator=torch.Generator().manual_seed(seed * 7919 + c))
-            where = where[order[:k]].sort().values
-        picked.append(where)
+        picked.append(where.sort().values)
     return picked
 
 
 def batch_generator(seed: int, c: int, kept: int, stalled: int) -> torch.Generator:
     """A batch's noise from (seed, class, samples kept so far, batches since one was kept): resumable."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + c) * 1_000_003 + kept) * 1_009 + stalled)
+    return generator("augment-batch", seed, c, kept, stalled)
 
 
 def neighbours(model: Model, z: torch.Tensor, noise: tuple[float, ...], gen: torch.Generator) -> torch.Tensor:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from datagen.common.errors import DatagenError
+from datagen.data.imageset import OUTPUT_MANIFEST
 
 if TYPE_CHECKING:  # torch is slow to import; writers only ever need .detach().cpu().numpy() on a tensor
     import torch
@@ -22,14 +23,17 @@ if TYPE_CHECKING:  # torch is slow to import; writers only ever need .detach().c
 FORMATS = ("hdf5", "imagefolder")
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # stored under OUTPUT_MARK, which tells datagen.data an output from a source dataset
 
 
+# What decides which images an augment output holds: a resume that changed any of these would mix two outputs.
+# (batch_size: a batch's noise is drawn per batch; channels_last: G's float rounding.)
 RESUME_MUST_MATCH = ("checkpoint_sha256", "noise", "seed", "seeds_per_class", "per_class", "filter", "min_confidence",
-                     "source", "seed_indices", "mix", "unlabeled")
+                     "source", "seed_indices", "mix", "unlabeled", "unlabeled_pool", "batch_size", "include_seeds",
+                     "channels_last")
 
 
-MANIFEST = "manifest.json"
+MANIFEST = OUTPUT_MANIFEST
 
 
 H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)  # what h5py raises on damaged files
@@ -102,7 +106,12 @@ def check_resume(path: Path, shape: tuple, names: list[str], prov: dict,
     for key, old, new in pairs:
         if old != new:
             raise DatagenError(f"cannot resume {path}: it was written with {key} = {_short(old)}, not {_short(new)}; "
-                               f"resume with the same {key} or pass --overwrite to replace it")
+                               f"resume with the same {_OPTIONS.get(key, key)} or pass --overwrite to replace it")
+
+
+_OPTIONS = {"batch_size": "--batch-size", "include_seeds": "--include-seeds (or none)", "per_class": "--per-class",
+            "unlabeled_pool": "--unlabeled and unlabeled images", "channels_last": "--channels-last/--no-channels-last",
+            "seeds_per_class": "--seeds-per-class", "min_confidence": "--min-confidence", "seed": "--seed"}
 
 
 def _short(value: Any) -> str:

@@ -21,6 +21,7 @@ from datagen import __version__
 from datagen.common.console import console, progress
 from datagen.common.errors import DatagenError
 from datagen.common.files import write_json
+from datagen.common.seeds import generator
 from datagen.data.pixels import to_model_input
 from datagen.data.sources import dataset_names, load, probe
 from datagen.model import checkpoint, nets, recipes, speed
@@ -68,6 +69,7 @@ class Plan:
     seed: int
     resume_state: dict[str, Any] | None
     options: TrainOptions
+    how: speed.Speed  # layout, compilation, precision: resumed runs keep their own
 
 
 def _suggest_recipes(dataset: str, data_root: Path | None) -> str:
@@ -102,7 +104,6 @@ def _resolve_recipe(opts: TrainOptions, stored: Recipe | None) -> Recipe:
 
 def prepare(opts: TrainOptions) -> Plan:
     """Resolve and check everything a run needs; raises DatagenError, writes nothing."""
-    device = pick_device(opts.device)
     state = None
     if opts.resume:
         out = opts.out or opts.runs_root / "latest"
@@ -121,10 +122,13 @@ def prepare(opts: TrainOptions) -> Plan:
             changed.append(f"seed (the run's is {state['seed']})")
         if changed:
             raise DatagenError(f"--resume keeps the run's training settings; only --epochs may change (changed: {', '.join(changed)})")
+        device, how = _resumed_execution(opts, state.get("execution"), out)
         out = out.resolve()
     else:
         if opts.dataset is None:
             raise DatagenError("give a DATASET to train on (e.g. datagen train mnist-5k)")
+        device = pick_device(opts.device)
+        how = speed.choose(device, opts.channels_last, opts.compile, opts.amp)
         dataset = opts.dataset
         recipe = _resolve_recipe(opts, None)
         if dataset not in dataset_names():
@@ -135,7 +139,30 @@ def prepare(opts: TrainOptions) -> Plan:
     seed = state["seed"] if state is not None else (opts.seed or 0)
     if not 0 <= seed < 2**32:
         raise DatagenError(f"--seed {seed}: use a number from 0 to {2**32 - 1}")
-    return Plan(recipe=recipe, dataset=dataset, out=out, device=device, seed=seed, resume_state=state, options=opts)
+    return Plan(recipe=recipe, dataset=dataset, out=out, device=device, seed=seed, resume_state=state, options=opts, how=how)
+
+
+def _resumed_execution(opts: TrainOptions, recorded: dict[str, Any] | None, out: Path) -> tuple[torch.device, speed.Speed]:
+    """The device and speed settings a resumed run continues with: its own, recorded in the checkpoint.
+
+    Another device, layout or precision rounds floats differently, so the run would not continue as it would have
+    uninterrupted: an explicit request for other settings is refused. Options left at their defaults take the run's.
+    """
+    if recorded is None:  # a checkpoint from before these were recorded
+        device = pick_device(opts.device)
+        return device, speed.choose(device, opts.channels_last, opts.compile, opts.amp)
+    device = pick_device(recorded["device"] if opts.device == "auto" else opts.device)
+    asked = {"device": device.type, "channels_last": opts.channels_last, "compile": opts.compile or None, "amp": opts.amp}
+    keep = {"device": f"pass --device {recorded['device']} or leave --device out",
+            "channels_last": f"pass {'--channels-last' if recorded['channels_last'] else '--no-channels-last'} or leave it out",
+            "compile": "leave out --compile", "amp": f"pass {'--amp' if recorded['amp'] else '--no-amp'} or leave it out"}
+    for key, value in asked.items():
+        if value is not None and value != recorded[key]:
+            raise DatagenError(f"--resume: {out} was trained with {key} = {recorded[key]}, which resuming must keep so the run "
+                               f"continues exactly: {keep[key]}")
+    if recorded["compile"] and not opts.compile:
+        raise DatagenError(f"--resume: {out} was trained with --compile; pass --compile to continue it exactly")
+    return device, speed.Speed(channels_last=recorded["channels_last"], compile=recorded["compile"], amp=recorded["amp"])
 
 
 def dry_run_report(plan: Plan) -> str:
@@ -153,7 +180,7 @@ def dry_run_report(plan: Plan) -> str:
 
 def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The data order of one epoch depends on (seed, epoch) only, so a resumed run replays it."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return torch.randperm(n, generator=generator("epoch-order", seed, epoch))
 
 
 class _StopFlag:
@@ -202,6 +229,8 @@ def _state(model: Model, opt: Optimizers, plan: Plan, dataset: dict[str, str], e
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "recipe": plan.recipe.to_dict(),
         "dataset": dataset,
+        "execution": {"device": plan.device.type, "channels_last": plan.how.channels_last, "compile": plan.how.compile,
+                      "amp": plan.how.amp},
         "datagen_version": __version__,
     }
 
@@ -240,11 +269,11 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
         raise DatagenError(f"--resume: {plan.dataset} is not the data {out} was trained on (fingerprints differ); "
                            "resume with the same dataset and recipe size")
     torch.manual_seed(plan.seed)
-    how = speed.choose(plan.device, plan.options.channels_last, plan.options.compile, plan.options.amp)
+    how = plan.how
     model = new_model(recipe, plan.device, how)
     precision = speed.precision(plan.device, how)
     opt = make_optimizers(model)
-    noise_gen = torch.Generator().manual_seed(plan.seed + 1)
+    noise_gen = generator("train-noise", plan.seed)
     images = train_set.images.to(plan.device)
     monitor_file = out / "monitor.pt"
     if state is None:
