@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__version__ = "0.1.0"
+from datagen.common.version import __version__
+
+__all__ = ["__version__", "augment"]
 
 
 def augment(run: str | Path = "runs/latest", per_class: int = 100, **options: Any):

@@ -72,10 +72,10 @@ def print_evaluation(result) -> None:
 
 
 def demo_cmd(
-    epochs: int = typer.Option(8, "--epochs", min=1, help="Training epochs (8 fit the 15-minute budget on 2 CPU cores)."),
+    epochs: int = typer.Option(8, "--epochs", min=1, help="Training epochs (README gives the time the default takes)."),
     repeats: int = typer.Option(3, "--repeats", min=1),
 ) -> None:
-    """train -> augment -> evaluate on the bundled mnist-5k, in the current folder (about 7 minutes on 2 CPU cores)."""
+    """train -> augment -> evaluate on the bundled mnist-5k, in the current folder (README: how long it takes)."""
     from datagen.generate.augment import AugmentOptions, augment
     from datagen.train import loop as training
     from datagen.eval.protocol import EvaluateOptions, evaluate

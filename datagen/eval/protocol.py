@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 import torch
 
-from datagen import __version__
+from datagen.common.version import __version__
 from datagen.classify import reference
 from datagen.common.console import console, progress
 from datagen.common.errors import DatagenError

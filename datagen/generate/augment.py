@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from datagen import __version__
+from datagen.common.version import __version__
 from datagen.classify.fit import probabilities
 from datagen.common.console import console, progress
 from datagen.common.errors import DatagenError
@@ -139,7 +139,7 @@ def augment(o: AugmentOptions) -> AugmentResult:
     h, w, ch = img.size, img.size, img.channels
     writer = writers.open_writer(out, o.fmt, image_shape=(h, w, ch), class_names=list(names), provenance=provenance,
                                resume=o.resume, overwrite=o.overwrite)
-    if o.fmt == "hdf5":  # hidden behind G: measured. PNG encoding competes with G for the CPU: 0.4-0.6 s slower per 10k
+    if o.fmt == "hdf5":  # hidden behind G; PNG encoding would compete with G for the CPU (docs/performance-notes.md)
         writer = writers.Overlapped(writer)
     clock = _Clock()
     with writer:

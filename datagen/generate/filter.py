@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from datagen import __version__
+from datagen.common.version import __version__
 from datagen.classify import fit as fit_module, nets as nets_module
 from datagen.classify.fit import train_classifier
 from datagen.classify.nets import small_cnn

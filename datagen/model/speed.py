@@ -4,18 +4,17 @@ Every setting here was measured (docs/performance-notes.md), and the defaults ar
 faster on each device type. None of them changes what is saved: checkpoints hold the same state
 dict whatever the layout, and a net compiled in place keeps its parameter names.
 
-- channels_last: NHWC tensors let oneDNN's convolutions skip layout reorders; +6–24% per training
-  step and +60–100% for inference on 2 CPU cores. Not bit-exact (other kernels sum in another
+- channels_last: NHWC tensors let oneDNN's convolutions skip layout reorders (faster on CPU, for
+  training and for inference). Not bit-exact (other kernels sum in another
   order); tests/test_step_exactness.py states and checks the tolerance.
 - compile: torch.compile of each net in place. Off by default (see the notes for what it measured);
   where compilation is unavailable (no C compiler, an unsupported Python), the nets run eagerly
   after one warning line instead of failing.
 - amp: bf16 autocast on CUDA devices that support it (no loss scaling needed for bf16). Never on CPU.
 - inference batch: forward passes that only predict (encode, generate, classify) run in chunks of
-  64 images on CPU, where a chunk's activations stay in cache: E, G and the classifiers ran 1.2-4x
-  faster than at 256-512 on 2 cores, and the outputs were bit-identical (eval mode uses no batch
-  statistics; the test allows 1e-6 for kernels that block by batch size). Training batches are the
-  recipe's, untouched.
+  64 images on CPU, where a chunk's activations stay in cache; the outputs are those of one big batch
+  (eval mode uses no batch statistics; the test allows 1e-6 for kernels that block by batch size).
+  Training batches are the recipe's, untouched.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ _CHUNK_BYTES = 128 << 10  # images chunk target: a whole number of samples, ~64â
 _COLUMN_CHUNK = 4096  # labels/seed_index/real: small chunks, since a partial chunk is rewritten on every flush
 
 
-_GZIP_LEVEL = 1  # 30% less packing time than level 4 for 6% more bytes (50,000 MNIST-sized images, 2 CPU cores)
+_GZIP_LEVEL = 1  # much faster to pack than 4 for slightly larger files (docs/performance-notes.md)
 
 
 _PACK_CHUNKS = 64  # image chunks read, deflated in parallel and written per round of finish()
@@ -181,8 +181,8 @@ def _pack_images(src: h5py.Dataset, dst: h5py.Dataset, n: int) -> None:
     """Copy n image rows into the gzip dataset `dst`, deflating its chunks on every core.
 
     h5py deflates chunk after chunk on one core; zlib releases the GIL, so the chunks are compressed in
-    threads and stored as they are (write_direct_chunk): 0.72 -> 0.37 s per 50,000 32x32 images on 2
-    cores, the same bytes in the file (tested). Shuffle, also in the pipeline, leaves 1-byte values as they
+    threads and stored as they are (write_direct_chunk): the same bytes in the file (tested), in about half
+    the time on 2 cores (docs/performance-notes.md). Shuffle, also in the pipeline, leaves 1-byte values as they
     are, and an edge chunk is stored whole, zero-padded, as HDF5 itself stores it.
     """
     rows, zeros = dst.chunks[0], (0,) * (dst.ndim - 1)

@@ -66,8 +66,8 @@ class Overlapped:
     The caller computes the next batch (G's forward pass releases the GIL) while the last one is written.
     Batches are written in order, each durably as before; a write's error surfaces on the next call.
     `counts()`, `finish()` and `close()` first wait for the batch in flight, so nothing is lost or reordered.
-    Packing (compression) stays in `finish()`: done on this thread while G ran, it slowed generation on 2 CPU
-    cores by 1.8 s per 50,000 images, more than the 1.0 s it takes at the end (docs/performance-notes.md).
+    Packing (compression) stays in `finish()`: done on this thread while G ran, it slowed generation more than
+    it costs at the end (docs/performance-notes.md).
     """
 
     def __init__(self, writer: Writer):

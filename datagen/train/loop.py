@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from datagen import __version__
+from datagen.common.version import __version__
 from datagen.common.console import console, progress
 from datagen.common.errors import DatagenError
 from datagen.common.files import write_json
