@@ -14,6 +14,15 @@ from typing import Any
 _TMP = ".tmp"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file: mkstemp's 0600 would hide outputs from others
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
     """A fresh temporary path beside `path` to write to; it replaces `path` only if the block completes.
@@ -25,6 +34,7 @@ def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{_TMP}{path.suffix}", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datagen.common.files import atomic_path, write_json, write_text
+from datagen.common import plots
+from datagen.common.files import write_json, write_text
 
 if TYPE_CHECKING:
     from datagen.eval.protocol import Evaluation
@@ -44,14 +45,9 @@ def markdown(ev: Evaluation) -> str:
 
 
 def plot(ev: Evaluation, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
     budgets = list(dict.fromkeys(r["labels_per_class"] for r in ev.results))
     xs = {b: i for i, b in enumerate(budgets)}
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = plots.subplots(figsize=(6, 4), dpi=120)
     arms = list(dict.fromkeys(r["arm"] for r in ev.results))
     for i, arm in enumerate(arms):
         rows = [r for r in ev.results if r["arm"] == arm]
@@ -65,12 +61,7 @@ def plot(ev: Evaluation, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
-    return path
+    return plots.save(fig, path)
 
 
 def write_all(ev: Evaluation, json_path: Path) -> dict[str, Path]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from datagen.common.errors import DatagenError
-from datagen.common.files import atomic_path
+from datagen.common import plots
 from datagen.tools.inputs import check_positive, load_split, open_run, tag, target, write
 from datagen.train.rundir import RUNS_ROOT
 
@@ -92,13 +92,10 @@ def _project_2d(codes: np.ndarray, method: str, seed: int) -> np.ndarray:
 
 
 def _scatter(xy: np.ndarray, labels: np.ndarray, names: Sequence[str], title: str, path: Path) -> Path:
-    import matplotlib
+    from matplotlib import colormaps
 
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    fig, ax = plots.subplots(figsize=(7, 6), dpi=120)
     for c in np.unique(labels):
         at = labels == c
         ax.scatter(xy[at, 0], xy[at, 1], s=6, color=cmap(int(c) % cmap.N), label=names[c])
@@ -108,9 +105,4 @@ def _scatter(xy: np.ndarray, labels: np.ndarray, names: Sequence[str], title: st
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
-    return path
+    return plots.save(fig, path)
