@@ -13,14 +13,8 @@ from datagen.common.errors import DatagenError
 
 
 Progress = Callable[[int, int], None] | None
-
-
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601
-
-
 _CHUNK_VALUES = 1 << 22  # native values per conform chunk: bounds the float working set to ~16 MiB
-
-
 MAX_UPSCALE = 2.0  # beyond this, resizing invents detail the model never saw: refuse rather than guess
 
 

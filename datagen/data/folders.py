@@ -16,8 +16,6 @@ from datagen.data.imageset import EVERY_FIFTH_RULE, OUTPUT_MANIFEST, OUTPUT_MARK
 
 
 _IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 

@@ -21,11 +21,7 @@ from datagen.data.torchvision_sets import CELEBA_SHAPE, TORCHVISION, select_cele
 
 
 DEFAULT_DATA_ROOT = Path("~/.cache/datagen").expanduser()
-
-
 BUNDLED = ("mnist-5k", "digits")  # offline, ship inside PyPI packages
-
-
 _NATIVE_SHAPES = {
     "mnist-5k": (28, 28, 1), "digits": (8, 8, 1), "mnist": (28, 28, 1), "fashion-mnist": (28, 28, 1),
     "svhn": (32, 32, 3), "cifar10": (32, 32, 3), "celeba": CELEBA_SHAPE,

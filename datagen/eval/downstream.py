@@ -20,14 +20,8 @@ from datagen.data.pixels import to_model_input
 from datagen.eval.defaults import CLASSIFIER_STEPS
 
 STEPS = CLASSIFIER_STEPS
-
-
 BATCH = 64
-
-
 EVAL_EVERY = 25
-
-
 LR = 1e-3
 
 

@@ -22,8 +22,6 @@ from datagen.model import checkpoint, speed
 
 
 FILTER_CACHE = "filters"  # in the run folder: fitted filter classifiers, by digest of their seeds
-
-
 FILTER_STEPS = 300
 
 

@@ -21,8 +21,6 @@ if TYPE_CHECKING:  # torch is slow to import; writers only ever need .detach().c
 
 
 FORMATS = ("hdf5", "imagefolder")
-
-
 FORMAT_VERSION = 1  # stored under OUTPUT_MARK, which tells datagen.data an output from a source dataset
 
 
@@ -34,8 +32,6 @@ RESUME_MUST_MATCH = ("checkpoint_sha256", "noise", "seed", "seeds_per_class", "p
 
 
 MANIFEST = OUTPUT_MANIFEST
-
-
 H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)  # what h5py raises on damaged files
 
 

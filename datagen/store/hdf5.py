@@ -18,23 +18,11 @@ from datagen.store.base import FORMAT_VERSION, H5_ERRORS, BaseWriter, check_resu
 
 
 _CHUNK_BYTES = 128 << 10  # images chunk target: a whole number of samples, ~64–256 KiB (h5py's sweet spot)
-
-
 _COLUMN_CHUNK = 4096  # labels/seed_index/real: small chunks, since a partial chunk is rewritten on every flush
-
-
 _GZIP_LEVEL = 1  # much faster to pack than 4 for slightly larger files (docs/performance-notes.md)
-
-
 _PACK_CHUNKS = 64  # image chunks read, deflated in parallel and written per round of finish()
-
-
 _MAX_ATTR_JSON = 32 << 10  # larger provenance goes into a dataset: HDF5 object headers cap attributes at 64 KiB
-
-
 COLUMNS = (("labels", np.int64), ("seed_index", np.int64), ("real", np.bool_))
-
-
 DATASETS = ("images", *dict(COLUMNS))
 
 

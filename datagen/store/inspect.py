@@ -18,8 +18,6 @@ from datagen.store.imagefolder import PNG_DIGITS, check_folders
 
 
 _H5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
 _MAX_PROBLEMS = 50
 
 

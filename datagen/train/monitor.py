@@ -22,8 +22,6 @@ from datagen.model.latent import Model
 
 
 HOLDOUT = 256  # images in the fixed monitoring batch
-
-
 GRID = 32  # of which this many appear in the reconstruction grid
 
 
