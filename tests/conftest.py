@@ -1,9 +1,15 @@
 """Shared fixtures: the CLI in-process (and, for smoke tests, as a real process), tiny runs, no network."""
 
+import os
 import shutil
 import socket
 import subprocess
 import sys
+
+# One torch thread, here and in every subprocess a test starts (they inherit it): on 2 cores, two threads
+# per process stall badly whenever anything else runs, and the kill/resume tests compare losses computed in
+# a subprocess with losses computed in-process, so both sides must use the same thread count.
+os.environ["OMP_NUM_THREADS"] = "1"
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +88,18 @@ def tiny_run(tmp_path_factory):
 def run(tiny_run, tmp_path):
     """A private copy of the shared tiny run, free to write reference.pt, filters/ and figures into."""
     return Path(shutil.copytree(tiny_run, tmp_path / "tiny-run", symlinks=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_run, tmp_path_factory):
+    """A copy of tiny_run with its reference classifier fitted (reference.pt: the slow part of bench noise and of
+    evaluate's quality numbers), fitted once and shared read-only like tiny_run: tests copy it before writing."""
+    from datagen.classify import reference
+    from datagen.data.sources import load
+
+    out = Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("tiny-reference") / "run", symlinks=True))
+    train, test = (load("digits", split, size=8, channels=1) for split in ("train", "test"))
+    reference.load_or_fit(out, train, lambda: test)
+    before = _listing(out)
+    yield out
+    assert _listing(out) == before, "a test wrote into the shared tiny_reference: copy it first"

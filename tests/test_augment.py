@@ -4,15 +4,18 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import png_folder
 from torchvision.datasets import ImageFolder
 
-from datagen import augmentation as aug, store
-from datagen.errors import DatagenError
+from datagen.common.errors import DatagenError
+from datagen.data.pixels import to_model_input
+from datagen.data.sources import load
+from datagen.generate import augment as aug, filter as filtering
+from datagen.generate.neighbours import pick_seeds
+from datagen.store.inspect import inspect
+from datagen.train import rundir
 
-
-@pytest.fixture
-def run(tiny_run):
-    return tiny_run
+# `run` (conftest): a private copy of the 1-epoch tiny8 digits run, so filters/ and previews may land in it.
 
 
 def _opts(run, out, **kw):
@@ -27,10 +30,10 @@ def test_hdf5_has_exactly_n_per_class_from_the_chosen_seeds(run, tmp_path):
     with h5py.File(tmp_path / "a.h5") as f:
         labels, real, seed_index = f["labels"][:], f["real"][:], f["seed_index"][:]
         assert f["images"].dtype == np.uint8 and f["images"].shape[1:] == (8, 8, 1)
-    chosen = set(store.inspect(tmp_path / "a.h5").provenance["seed_indices"])
+    chosen = set(inspect(tmp_path / "a.h5").provenance["seed_indices"])
     assert len(chosen) == 30 and set(seed_index.tolist()) <= chosen
     assert np.bincount(labels[~real]).tolist() == [7] * 10 and real.sum() == 30
-    summary = store.inspect(tmp_path / "a.h5")
+    summary = inspect(tmp_path / "a.h5")
     assert summary.complete and not summary.problems
     assert len(result.previews) == 10 and all(p.exists() for p in result.previews)
 
@@ -51,7 +54,7 @@ def test_same_seed_same_output_and_the_seed_subset_is_recorded(run, tmp_path):
 
 
 def test_resume_after_an_interruption_gives_exactly_n(run, tmp_path, monkeypatch):
-    original = aug._candidates
+    original = aug.candidates
     calls = {"n": 0}
 
     def dying(*args, **kw):
@@ -60,11 +63,11 @@ def test_resume_after_an_interruption_gives_exactly_n(run, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return original(*args, **kw)
 
-    monkeypatch.setattr(aug, "_candidates", dying)
+    monkeypatch.setattr(aug, "candidates", dying)
     with pytest.raises(KeyboardInterrupt):
         aug.augment(_opts(run, tmp_path / "r.h5"))
-    assert not store.inspect(tmp_path / "r.h5").complete
-    monkeypatch.setattr(aug, "_candidates", original)
+    assert not inspect(tmp_path / "r.h5").complete
+    monkeypatch.setattr(aug, "candidates", original)
     with pytest.raises(DatagenError, match="--resume"):
         aug.augment(_opts(run, tmp_path / "r.h5"))
     aug.augment(_opts(run, tmp_path / "r.h5", resume=True))
@@ -77,7 +80,7 @@ def test_resume_after_an_interruption_gives_exactly_n(run, tmp_path, monkeypatch
 def test_a_filter_that_rejects_everything_stops_with_a_hint(run, tmp_path):
     with pytest.raises(DatagenError, match="--min-confidence"):
         aug.augment(_opts(run, tmp_path / "f.h5", filter=True, min_confidence=1.0, max_candidates=2))
-    assert not store.inspect(tmp_path / "f.h5").complete
+    assert not inspect(tmp_path / "f.h5").complete
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -103,23 +106,13 @@ def test_python_api(run, tmp_path):
     import datagen
 
     result = datagen.augment(run, per_class=2, seeds_per_class=1, filter=False, out=tmp_path / "api.h5", progress=False)
-    assert result.counts == [2] * 10 and store.inspect(result.path).complete
-
-
-def _png_folder(root, shape, classes=("a", "b"), per_class=3):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for name in classes:
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(root / name / f"{i}.png")
-    return root
+    assert isinstance(result, aug.AugmentResult)
+    assert result.counts == [2] * 10 and inspect(result.path).complete
 
 
 @pytest.mark.parametrize("shape", [(8, 8, 3), (12, 12), (5, 5)])
 def test_seeds_of_another_size_or_colour_are_converted_when_safe(run, tmp_path, shape):
-    seeds = _png_folder(tmp_path / "seeds", shape)
+    seeds = png_folder(tmp_path / "seeds", {"a": 3, "b": 3}, shape)
     result = aug.augment(_opts(run, tmp_path / "s.h5", seeds=str(seeds), seeds_per_class=None, per_class=3))
     assert result.counts == [3, 3]
     with h5py.File(tmp_path / "s.h5") as f:
@@ -128,7 +121,7 @@ def test_seeds_of_another_size_or_colour_are_converted_when_safe(run, tmp_path, 
 
 @pytest.mark.parametrize(("shape", "message"), [((8, 12), "square"), ((3, 3), "too small")])
 def test_seeds_that_cannot_be_converted_safely_are_refused(cli, run, tmp_path, shape, message):
-    seeds = _png_folder(tmp_path / "seeds", shape)
+    seeds = png_folder(tmp_path / "seeds", {"a": 3, "b": 3}, shape)
     result = cli("augment", str(run), "--per-class", "3", "--seeds", str(seeds), "--out", "x.h5")
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.h5").exists()
@@ -136,7 +129,7 @@ def test_seeds_that_cannot_be_converted_safely_are_refused(cli, run, tmp_path, s
 
 def test_a_class_with_no_seeds_is_named(tmp_path):
     with pytest.raises(DatagenError, match="class 'b' has no seed images"):
-        aug._pick_seeds(torch.tensor([0, 0, 2]), 3, None, 0, ("a", "b", "c"))
+        pick_seeds(torch.tensor([0, 0, 2]), 3, None, 0, ("a", "b", "c"))
 
 
 def test_an_unwritable_out_is_one_line_and_leaves_nothing(cli, run, tmp_path):
@@ -147,29 +140,29 @@ def test_an_unwritable_out_is_one_line_and_leaves_nothing(cli, run, tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_gives_exactly_n_per_class(run, tmp_path):
-    """The command itself, killed with SIGKILL mid-output, then resumed (issue 3's acceptance check)."""
-    import os
+def test_kill_9_then_resume_gives_exactly_n_per_class(cli, run, tmp_path):
+    """The command itself, killed with SIGKILL mid-output (a real process), then resumed (issue 3's acceptance check)."""
     import signal
     import subprocess
     import sys
     import time
 
     out = tmp_path / "k.h5"
-    args = [sys.executable, "-m", "datagen.cli", "augment", str(run), "--per-class", "3000", "--batch-size", "16",
-            "--seeds-per-class", "5", "--no-filter", "--out", str(out)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["augment", str(run), "--per-class", "3000", "--batch-size", "16", "--seeds-per-class", "5", "--no-filter",
+            "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 400_000):
-        time.sleep(0.05)
+    while time.monotonic() < deadline and proc.poll() is None and (not out.exists() or out.stat().st_size < 400_000):
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    interrupted = store.inspect(out)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    interrupted = inspect(out)
     assert not interrupted.complete and 0 < sum(interrupted.counts) < 30000
-    resumed = subprocess.run(args + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    resumed = cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    summary = store.inspect(out)
+    summary = inspect(out)
     assert summary.complete and not summary.problems and summary.counts == [3000] * 10
     with h5py.File(out) as f:
         assert f.attrs["complete"] and np.bincount(f["labels"][:]).tolist() == [3000] * 10
@@ -181,18 +174,18 @@ def test_mix_blends_seeds_and_still_gives_exactly_n(run, tmp_path):
     assert plain.counts == mixed.counts == [7] * 10
     with h5py.File(tmp_path / "plain.h5") as a, h5py.File(tmp_path / "mixed.h5") as b:
         assert not np.array_equal(a["images"][:], b["images"][:])
-        assert store.inspect(tmp_path / "mixed.h5").provenance["mix"] == 1.0
+        assert inspect(tmp_path / "mixed.h5").provenance["mix"] == 1.0
 
 
 def test_unlabeled_images_carry_only_seed_labels(run, tmp_path):
     result = aug.augment(_opts(run, tmp_path / "u.h5", unlabeled=True, seeds_per_class=2, per_class=30, noise=(0.0,)))
     assert result.counts == [30] * 10
-    summary = store.inspect(tmp_path / "u.h5")
+    summary = inspect(tmp_path / "u.h5")
     seeds = set(summary.provenance["seed_indices"])
     with h5py.File(tmp_path / "u.h5") as f:
         labels, grown = f["labels"][:], f["seed_index"][:]
     assert len(seeds) == 20 and set(grown.tolist()) <= seeds  # every label traces back to a labeled seed
-    train = aug.data.load("digits", "train", size=8, channels=1)
+    train = load("digits", "train", size=8, channels=1)
     label_of = dict(zip(train.indices.tolist(), train.labels.tolist()))
     assert all(label_of[i] == y for i, y in zip(grown.tolist(), labels.tolist()))
     # with no noise, 2 seeds per class alone give 20 distinct images: more means unlabeled codes were used
@@ -209,30 +202,28 @@ def test_unlabeled_without_any_unlabeled_image_says_what_to_do(run, tmp_path):
 def test_the_filter_is_fitted_once_per_seed_set_and_reused(run, tmp_path, monkeypatch):
     import shutil
 
-    from datagen import data, rundir
-
     ckpt = tmp_path / "run" / "checkpoints" / "best.pt"
     ckpt.parent.mkdir(parents=True)
     shutil.copyfile(rundir.checkpoint_of(run), ckpt)
     result = aug.augment(_opts(ckpt, tmp_path / "a.h5"))
     assert set(result.seconds) >= {"filter_fit", "encode", "generate", "finish", "previews"}
-    with pytest.raises(aug.FilterCapError):  # a 1-epoch tiny G: its filter rejects everything, but it is fitted first
+    with pytest.raises(filtering.FilterCapError):  # a 1-epoch tiny G: its filter rejects everything, but it is fitted first
         aug.augment(_opts(ckpt, tmp_path / "f.h5", filter=True))
-    cache = tmp_path / "run" / aug.FILTER_CACHE
+    cache = tmp_path / "run" / filtering.FILTER_CACHE
     assert len(list(cache.glob("*.pt"))) == 1  # augment fitted its filter into the run folder
 
-    seeds = data.load("digits", "train", size=8, channels=1)
+    seeds = load("digits", "train", size=8, channels=1)
     images, labels = seeds.images[:40], seeds.labels[:40]
-    x = data.to_model_input(images)
-    fitted = aug._filter_classifier(cache, images, x, labels, 10, seed=0)
+    x = to_model_input(images)
+    fitted = filtering.filter_classifier(cache, images, x, labels, 10, seed=0)
 
     def no_fit(*args, **kwargs):
         raise AssertionError("the cached filter should have been used")
 
-    monkeypatch.setattr(aug, "train_classifier", no_fit)
-    reused = aug._filter_classifier(cache, images, x, labels, 10, seed=0)
+    monkeypatch.setattr(filtering, "train_classifier", no_fit)
+    reused = filtering.filter_classifier(cache, images, x, labels, 10, seed=0)
     with torch.inference_mode():
         assert torch.equal(fitted(x), reused(x))  # the very same net
     for other in (dict(seed=1), dict(labels=labels.roll(1))):  # anything the fit depends on: another filter
         with pytest.raises(AssertionError, match="cached filter"):
-            aug._filter_classifier(cache, images, x, other.get("labels", labels), 10, seed=other.get("seed", 0))
+            filtering.filter_classifier(cache, images, x, other.get("labels", labels), 10, seed=other.get("seed", 0))

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from datagen import store
+from datagen.store.writers import open_writer
 
 
 def _output(path, fmt, *, finish=True, names=("zero", "one")):
-    writer = store.open_writer(path, fmt, image_shape=(8, 8, 1), class_names=list(names),
+    writer = open_writer(path, fmt, image_shape=(8, 8, 1), class_names=list(names),
                                provenance={"noise": 0.3, "source": "digits"})
     writer.write(np.full((6, 8, 8, 1), 7, np.uint8), np.array([0, 1, 0, 1, 0, 0]), np.arange(6), np.array([True] + [False] * 5))
     if finish:

@@ -107,8 +107,11 @@ def test_help_loads_no_torch():
               f"for args in {commands!r}:\n"
               "    try:\n        app(args, standalone_mode=False)\n    except SystemExit:\n        pass\n"
               "heavy = [m for m in ('torch', 'torchvision', 'h5py', 'sklearn', 'matplotlib', 'scipy') if m in sys.modules]\n"
-              "print('HEAVY', heavy)")
+              "print('HEAVY', heavy)\n"
+              "import datagen.store.writers, datagen.store.inspect\n"  # inspect and the writers need no torch either
+              "print('STORE TORCH', 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "HEAVY []" in done.stdout, done.stdout[-300:]
+    assert "STORE TORCH False" in done.stdout
     assert done.stdout.count("Usage") == len(commands)

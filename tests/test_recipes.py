@@ -1,10 +1,12 @@
 """Recipes: every built-in one parses and builds; strict keys; overrides; shape errors name the layer."""
 
+from importlib import resources
+
 import pytest
 import torch
 
-from datagen import nets, recipes
-from datagen.errors import DatagenError
+from datagen.common.errors import DatagenError
+from datagen.model import nets, recipes
 
 THESIS = {"mnist": (32, 1, 64), "svhn": (32, 3, 128), "cifar10": (32, 3, 128), "imagenet32": (32, 3, 128),
           "celeba-crop64": (64, 3, 64), "celeba64": (64, 3, 128), "cartoon64": (64, 3, 128)}
@@ -39,7 +41,7 @@ def test_round_trip_through_dict():
 
 
 def test_unknown_key_is_an_error_with_a_suggestion(tmp_path):
-    text = (recipes.resources.files("datagen.builtin_recipes") / "tiny8.toml").read_text()
+    text = (resources.files("datagen.builtin_recipes") / "tiny8.toml").read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text(text.replace("kl_weight", "kl_wieght"))
     with pytest.raises(DatagenError, match="unknown key 'kl_wieght'.*kl_weight"):
@@ -47,7 +49,7 @@ def test_unknown_key_is_an_error_with_a_suggestion(tmp_path):
 
 
 def test_shape_mismatch_names_the_layer(tmp_path):
-    text = (recipes.resources.files("datagen.builtin_recipes") / "tiny8.toml").read_text()
+    text = (resources.files("datagen.builtin_recipes") / "tiny8.toml").read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text(text.replace("reshape = [16, 2, 2]", "reshape = [16, 4, 4]"))
     with pytest.raises(DatagenError, match=r"generator\[1\] \(reshape"):
@@ -94,7 +96,7 @@ def test_wrong_values_are_named(setting, message):
 
 
 def test_layer_values_are_typed(tmp_path):
-    text = (recipes.resources.files("datagen.builtin_recipes") / "tiny8.toml").read_text()
+    text = (resources.files("datagen.builtin_recipes") / "tiny8.toml").read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text(text.replace("{ fc = 64, bn = true,", '{ fc = 64, bn = "no",'))
     with pytest.raises(DatagenError, match=r"generator\[0\]: bn must be true or false"):

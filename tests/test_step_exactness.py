@@ -13,8 +13,12 @@ import math
 import pytest
 import torch
 
-from datagen import nets, recipes, speed
-from datagen.selfexgan import _OBJECTIVES, Model, make_optimizers, train_step
+from datagen.classify.fit import predict, probabilities
+from datagen.classify.nets import small_cnn
+from datagen.model import checkpoint, nets, recipes, speed
+from datagen.model.checkpoint import load_model
+from datagen.model.latent import Model
+from datagen.model.objectives import _OBJECTIVES, make_optimizers, train_step
 
 
 def two_pass_step(model, opt, x, z_noise):
@@ -97,17 +101,35 @@ def test_channels_last_trains_like_contiguous_within_tolerance(recipe):
             assert (p - q).abs().max().item() <= CHANNELS_LAST_TOLERANCE
 
 
-def test_compile_that_fails_leaves_the_net_eager(monkeypatch):
-    net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+def test_compile_that_fails_leaves_the_net_eager(monkeypatch, capsys):
+    nets_ = [torch.nn.Sequential(torch.nn.Linear(3, 2)) for _ in range(2)]
     x = torch.randn(4, 3)
-    expected = net(x)
+    expected = [net(x) for net in nets_]
+    tried = []
 
     def broken(*args, **kwargs):
+        tried.append(args)
         raise RuntimeError("no compiler here")
 
     monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(speed, "_warned", False)
+    capsys.readouterr()
+    speed.prepare(nets_, speed.Speed(compile=True))
+    assert len(tried) == 2  # compilation was attempted for each net, and failed
+    for net, before in zip(nets_, expected):
+        assert net._compiled_call_impl is None  # the fallback: the net still runs its plain forward
+        assert torch.equal(net(x), before)
+    warning = capsys.readouterr().err
+    assert warning.count("running eagerly") == 1 and "no compiler here" in warning  # one line, not one per net
+
+
+def test_compile_that_works_compiles_in_place(monkeypatch):
+    """The other branch, without a compiler: a net whose compile succeeds runs the compiled call."""
+    net = torch.nn.Linear(3, 2)
+    monkeypatch.setattr(torch, "compile", lambda fn, *args, **kwargs: fn)
     speed.compile_in_place(net)
-    assert torch.equal(net(x), expected)
+    assert net._compiled_call_impl is not None
+    assert list(dict(net.named_parameters())) == ["weight", "bias"]  # parameter names unchanged: checkpoints load
 
 
 def test_defaults_per_device():
@@ -130,9 +152,6 @@ def test_autocast_path_trains(monkeypatch):
 
 def test_checkpoints_do_not_depend_on_the_layout(tmp_path):
     """A run trained channels_last loads into contiguous nets (and back) with the same weights."""
-    from datagen import checkpoint
-    from datagen.train import load_model
-
     r = recipes.load("tiny8")
     torch.manual_seed(0)
     model = Model(recipe=r, nets=nets.build(r))
@@ -146,15 +165,13 @@ def test_checkpoints_do_not_depend_on_the_layout(tmp_path):
             assert torch.equal(p, q) and torch.equal(p, s)
     assert next(plain.nets.encoder.parameters()).is_contiguous()
     x = torch.rand(4, 1, 8, 8) * 2 - 1
-    plain.nets.encoder.eval(), nhwc.nets.encoder.eval()
+    assert not any(net.training for model in (plain, nhwc) for _, net in model.nets.items())  # load_model: eval mode
     assert torch.allclose(plain.encode(x), nhwc.encode(x), atol=1e-5)
 
 
 def test_inference_in_chunks_matches_one_batch():
     """encode_all/decode_all and the classifiers run in cache-sized chunks on CPU: the same outputs as one batch
     (eval mode: no batch statistics; stated tolerance 1e-6 for kernels that block differently by batch size)."""
-    from datagen.classifier import predict, probabilities, small_cnn
-
     assert speed.inference_batch(torch.device("cpu")) == 64 and speed.inference_batch(torch.device("cuda")) == 512
     r = recipes.load("tiny16")
     torch.manual_seed(0)

@@ -14,9 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from datagen import data, store
-from datagen.errors import DatagenError
-from datagen.rundir import safe_name
+from datagen.common.errors import DatagenError
+from datagen.common.files import safe_name
+from datagen.data.sources import load
+from datagen.store import hdf5
+from datagen.store.base import FORMATS, Writer
+from datagen.store.imagefolder import folder_names
+from datagen.store.inspect import inspect
+from datagen.store.writers import Overlapped, open_writer
 
 SHAPE = (8, 8, 1)
 NAMES = ["zero", "one", "two"]
@@ -35,12 +40,12 @@ def _out(tmp_path: Path, fmt: str) -> Path:
     return tmp_path / ("out.h5" if fmt == "hdf5" else "out")
 
 
-def _open(path: Path, fmt: str, **kw) -> store.Writer:
+def _open(path: Path, fmt: str, **kw) -> Writer:
     kw = {"image_shape": SHAPE, "class_names": NAMES, "provenance": PROV, **kw}
-    return store.open_writer(path, fmt, **kw)
+    return open_writer(path, fmt, **kw)
 
 
-def _write(path: Path, fmt: str, sizes=(5, 7, 6), start: int = 0, finish: bool = True, **kw) -> store.Writer:
+def _write(path: Path, fmt: str, sizes=(5, 7, 6), start: int = 0, finish: bool = True, **kw) -> Writer:
     with _open(path, fmt, **kw) as writer:
         for n in sizes:
             writer.write(*_batch(start, n))
@@ -54,7 +59,7 @@ def _manifest(path: Path) -> dict:
     return json.loads((path / "manifest.json").read_text())
 
 
-@pytest.mark.parametrize("fmt", store.FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_round_trip(tmp_path, fmt):
     path = _out(tmp_path, fmt)
     with _open(path, fmt) as writer:
@@ -64,7 +69,7 @@ def test_round_trip(tmp_path, fmt):
         writer.write(*_batch(12, 6))
         assert writer.counts() == [6, 6, 6]
         writer.finish()
-    summary = store.inspect(path)
+    summary = inspect(path)
     assert summary.problems == []
     assert (summary.format, summary.complete, summary.image_shape) == (fmt, True, SHAPE)
     assert summary.class_names == NAMES and summary.counts == [6, 6, 6] and summary.provenance == PROV
@@ -89,8 +94,9 @@ def test_hdf5_layout_and_datagen_load(tmp_path):
         assert (f.attrs["n_written"], bool(f.attrs["complete"])) == (18, True)
         assert json.loads(f.attrs["provenance"]) == PROV and json.loads(f.attrs["class_names"]) == NAMES
     assert not list(tmp_path.glob(".*"))  # the packing file was renamed into place
-    train = data.load(str(path), "train", size=8, channels=1)
-    assert train.class_names == tuple(NAMES) and len(train) == 15  # every fifth per class is test
+    train = load(str(path), "train", size=8, channels=1)
+    assert train.class_names == tuple(NAMES) and len(train) == 18  # a datagen output is all train: no test split
+    assert len(load(str(path), "test", size=8, channels=1)) == 0
     assert np.array_equal(train.images.numpy(), images[train.indices.numpy()])
 
 
@@ -99,7 +105,7 @@ def test_parallel_packing_stores_the_bytes_h5py_would(tmp_path):
     shape = (32, 32, 3)
     n = 3000  # 71 chunks of 42 rows (more than one round of parallel packing) and a partial one
     images = np.random.default_rng(0).integers(0, 8, (n, *shape), dtype=np.uint8)  # compressible, not trivially
-    with store.open_writer(tmp_path / "out.h5", "hdf5", image_shape=shape, class_names=NAMES, provenance=PROV) as writer:
+    with open_writer(tmp_path / "out.h5", "hdf5", image_shape=shape, class_names=NAMES, provenance=PROV) as writer:
         writer.write(images, np.arange(n) % 3, np.arange(n), np.zeros(n, bool))
         writer.finish()
     with h5py.File(tmp_path / "out.h5", "r") as f, h5py.File(tmp_path / "h5py.h5", "w") as ref:
@@ -108,7 +114,7 @@ def test_parallel_packing_stores_the_bytes_h5py_would(tmp_path):
                                   compression_opts=ds.compression_opts, shuffle=True)
         assert np.array_equal(ds[()], images)
         starts = range(0, n, ds.chunks[0])
-        assert len(starts) > store._PACK_CHUNKS and n % ds.chunks[0]
+        assert len(starts) > hdf5._PACK_CHUNKS and n % ds.chunks[0]
         for start in starts:
             assert ds.id.read_direct_chunk((start, 0, 0, 0)) == mine.id.read_direct_chunk((start, 0, 0, 0))
 
@@ -118,7 +124,7 @@ def test_hdf5_large_provenance_goes_into_a_dataset(tmp_path):
     _write(path, "hdf5", provenance=prov)
     with h5py.File(path, "r") as f:
         assert "provenance" not in f.attrs and "provenance_json" in f
-    assert store.inspect(path).provenance == prov
+    assert inspect(path).provenance == prov
     with pytest.raises(DatagenError, match="noise"):
         _open(path, "hdf5", provenance={**prov, "noise": 0.5}, resume=True)
 
@@ -143,7 +149,7 @@ def test_imagefolder_is_read_by_torchvision(tmp_path):
     assert not [p for p in path.rglob("*") if p.name.startswith(".")]  # no temp files left
 
 
-@pytest.mark.parametrize("fmt", store.FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_existing_output_needs_resume_or_overwrite(tmp_path, fmt):
     path = _out(tmp_path, fmt)
     _write(path, fmt)
@@ -151,7 +157,7 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path, fmt):
         _open(path, fmt)
     with _open(path, fmt, overwrite=True) as writer:
         assert writer.counts() == [0, 0, 0]
-    assert store.inspect(path).counts == [0, 0, 0]
+    assert inspect(path).counts == [0, 0, 0]
 
 
 def test_overwrite_never_deletes_a_foreign_directory(tmp_path):
@@ -162,12 +168,12 @@ def test_overwrite_never_deletes_a_foreign_directory(tmp_path):
     assert (tmp_path / "mine" / "thesis.tex").exists()
 
 
-@pytest.mark.parametrize("fmt", store.FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_resume_continues_and_counts_add_up(tmp_path, fmt):
     path = _out(tmp_path, fmt)
     _write(path, fmt, sizes=(5, 7), finish=False)
     assert _write(path, fmt, sizes=(6,), start=12, resume=True).counts() == [6, 6, 6]
-    summary = store.inspect(path)
+    summary = inspect(path)
     assert summary.problems == [] and summary.counts == [6, 6, 6]
     if fmt == "hdf5":
         with h5py.File(path, "r") as f:
@@ -177,12 +183,12 @@ def test_resume_continues_and_counts_add_up(tmp_path, fmt):
     with _open(path, fmt, resume=True) as writer:  # a finished output resumes as done
         assert writer.counts() == [6, 6, 6]
         writer.finish()
-    assert store.inspect(path).problems == []
+    assert inspect(path).problems == []
     with _open(tmp_path / f"new-{path.name}", fmt, resume=True) as writer:  # nothing to resume: a new output
         assert writer.counts() == [0, 0, 0]
 
 
-@pytest.mark.parametrize("fmt", store.FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_resume_with_other_settings_names_the_difference(tmp_path, fmt):
     path = _out(tmp_path, fmt)
     _write(path, fmt, finish=False)
@@ -198,7 +204,7 @@ def test_resume_with_other_settings_names_the_difference(tmp_path, fmt):
         assert writer.counts() == [6, 6, 6]
 
 
-@pytest.mark.parametrize("fmt", store.FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_unwritable_path(tmp_path, fmt):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(DatagenError, match=r"a-file.*choose a writable --out"):
@@ -206,7 +212,7 @@ def test_unwritable_path(tmp_path, fmt):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permissions")
-@pytest.mark.parametrize("fmt", store.FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_read_only_directory(tmp_path, fmt):
     (tmp_path / "ro").mkdir(mode=0o500)
     with pytest.raises(DatagenError, match=r"ro.*choose a writable --out"):
@@ -215,32 +221,32 @@ def test_read_only_directory(tmp_path, fmt):
 
 def test_class_names_become_safe_unique_folders(tmp_path):
     names = ["a/b", "..", "a-b", "data", "Cat", "cat", "manifest.json", "../../escape"]
-    folders = store.folder_names(names)
+    folders = folder_names(names)
     assert len({folder.lower() for folder in folders}) == len(names)
     assert sorted(folders) == folders  # ImageFolder's class order is ours
     assert all(folder == safe_name(folder) and folder.lower() != "manifest.json" for folder in folders)
     path = tmp_path / "out"
-    with store.open_writer(path, "imagefolder", image_shape=SHAPE, class_names=names, provenance={}) as writer:
+    with open_writer(path, "imagefolder", image_shape=SHAPE, class_names=names, provenance={}) as writer:
         idx = np.arange(len(names))
         writer.write(np.zeros((len(names), *SHAPE), np.uint8), idx, idx, idx < 0)
         writer.finish()
     assert sorted(p.name for p in path.iterdir() if p.is_dir()) == folders
     assert sorted(png.parent.name for png in path.rglob("*.png")) == folders  # one image each, none elsewhere
     assert not (tmp_path / "escape").exists()
-    summary = store.inspect(path)
+    summary = inspect(path)
     assert summary.class_names == names and summary.problems == []
 
 
-@pytest.mark.parametrize("fmt", store.FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_inspect_unfinished_output(tmp_path, fmt):
     path = _out(tmp_path, fmt)
     _write(path, fmt, finish=False)
-    summary = store.inspect(path)
+    summary = inspect(path)
     assert not summary.complete and summary.counts == [6, 6, 6]
     assert len(summary.problems) == 1 and "incomplete" in summary.problems[0]
     if fmt == "hdf5":
         with pytest.raises(DatagenError, match="incomplete"):
-            data.load(str(path), size=8, channels=1)
+            load(str(path), size=8, channels=1)
 
 
 def test_inspect_names_damaged_pngs(tmp_path):
@@ -252,7 +258,7 @@ def test_inspect_names_damaged_pngs(tmp_path):
     (path / zero / "000001.png").unlink()
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(path / two / "000003.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(path / two / "000006.png")
-    problems = "\n".join(store.inspect(path).problems)
+    problems = "\n".join(inspect(path).problems)
     assert f"{one}/000002.png is unreadable" in problems
     assert f"{zero}/000001.png is missing" in problems
     assert f"{two}/000003.png is 4×4 L, expected 8×8 L" in problems
@@ -265,7 +271,7 @@ def test_inspect_hdf5_damage(tmp_path):
     with h5py.File(path, "a") as f:
         f["labels"][3] = 7
         f.attrs["n_written"] = 25
-    problems = "\n".join(store.inspect(path).problems)
+    problems = "\n".join(inspect(path).problems)
     assert "1 labels lie outside 0..2 (first at row 3)" in problems
     assert "n_written is 25 but 'images' holds only 18 rows" in problems
 
@@ -278,9 +284,9 @@ def test_inspect_refuses_what_is_not_an_output(tmp_path):
     for path, message in [(tmp_path / "missing", "does not exist"), (tmp_path / "folder", "without manifest.json"),
                           (tmp_path / "notes.txt", "not an HDF5 file"), (tmp_path / "other.h5", "did not write")]:
         with pytest.raises(DatagenError, match=message):
-            store.inspect(path)
+            inspect(path)
     (tmp_path / "broken.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)  # ours, but damaged: no raise
-    assert "cannot open" in store.inspect(tmp_path / "broken.h5").problems[0]
+    assert "cannot open" in inspect(tmp_path / "broken.h5").problems[0]
 
 
 # --- kill -9 -------------------------------------------------------------------------------------------------------
@@ -289,7 +295,7 @@ _KILLED_WRITER = """
 import sys
 from pathlib import Path
 import numpy as np
-from datagen.store import open_writer
+from datagen.store.writers import open_writer
 path, fmt = Path(sys.argv[1]), sys.argv[2]
 writer = open_writer(path, fmt, image_shape=(8, 8, 1), class_names=["a", "b", "c"], provenance={"seed": 0},
                      resume=True)
@@ -318,7 +324,7 @@ def _kill_while_writing(path: Path, fmt: str, rng: np.random.Generator) -> int:
 
 
 def _resumed_count(path: Path, fmt: str) -> int:
-    with store.open_writer(path, fmt, image_shape=(8, 8, 1), class_names=["a", "b", "c"], provenance={"seed": 0},
+    with open_writer(path, fmt, image_shape=(8, 8, 1), class_names=["a", "b", "c"], provenance={"seed": 0},
                            resume=True) as writer:
         return sum(writer.counts())
 
@@ -334,7 +340,7 @@ def test_hdf5_survives_kill_9(tmp_path):
             assert len(f["images"]) == n == f.attrs["n_written"]
             assert np.array_equal(f["images"][:, 3, 5, 0], idx % 251) and np.array_equal(f["labels"][()], idx % 3)
             assert np.array_equal(f["seed_index"][()], idx) and np.array_equal(f["real"][()], idx % 7 == 0)
-        assert [p for p in store.inspect(path).problems if "incomplete" not in p] == []
+        assert [p for p in inspect(path).problems if "incomplete" not in p] == []
 
 
 def test_imagefolder_survives_kill_9(tmp_path):
@@ -343,7 +349,7 @@ def test_imagefolder_survives_kill_9(tmp_path):
         acknowledged = _kill_while_writing(path, "imagefolder", rng)
         n = _resumed_count(path, "imagefolder")
         assert n >= acknowledged
-        summary = store.inspect(path)
+        summary = inspect(path)
         assert [p for p in summary.problems if "incomplete" not in p] == []  # every PNG decodes, none extra
         manifest, idx = _manifest(path), np.arange(n)
         for label, folder in enumerate(manifest["folders"]):
@@ -355,7 +361,7 @@ def test_imagefolder_survives_kill_9(tmp_path):
 
 def test_overlapped_writes_give_the_same_file_and_surface_errors(tmp_path):
     _write(tmp_path / "plain.h5", "hdf5")
-    with store.Overlapped(_open(tmp_path / "bg.h5", "hdf5")) as writer:
+    with Overlapped(_open(tmp_path / "bg.h5", "hdf5")) as writer:
         start = 0
         for n in (5, 7, 6):
             writer.write(*_batch(start, n))
@@ -365,12 +371,12 @@ def test_overlapped_writes_give_the_same_file_and_surface_errors(tmp_path):
     with h5py.File(tmp_path / "plain.h5") as a, h5py.File(tmp_path / "bg.h5") as b:
         for name in ("images", "labels", "seed_index", "real"):
             assert np.array_equal(a[name][:], b[name][:])
-    assert store.inspect(tmp_path / "bg.h5").complete
+    assert inspect(tmp_path / "bg.h5").complete
 
-    writer = store.Overlapped(_open(tmp_path / "bad.h5", "hdf5"))
+    writer = Overlapped(_open(tmp_path / "bad.h5", "hdf5"))
     images, labels, seeds, real = _batch(0, 4)
     writer.write(images, labels + 5, seeds, real)  # labels out of range: fails on the background thread
     with pytest.raises(ValueError, match="labels must lie"):
         writer.write(*_batch(4, 4))  # ... and surfaces on the next call
     writer.close()
-    assert store.inspect(tmp_path / "bad.h5").counts == [0, 0, 0]
+    assert inspect(tmp_path / "bad.h5").counts == [0, 0, 0]

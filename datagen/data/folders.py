@@ -12,7 +12,8 @@ from PIL import Image
 
 from datagen.common.errors import DatagenError
 from datagen.data.conform import rows_per_chunk
-from datagen.data.imageset import EVERY_FIFTH_RULE, OUTPUT_MANIFEST, OUTPUT_MARK, OUTPUT_RULE, Selection, every_fifth, whole
+from datagen.data.formats import OUTPUT_MANIFEST, OUTPUT_MARK, OUTPUT_RULE
+from datagen.data.imageset import EVERY_FIFTH_RULE, Selection, every_fifth, whole
 
 
 _IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}

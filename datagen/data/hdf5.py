@@ -12,7 +12,8 @@ import torch
 
 from datagen.common.errors import DatagenError
 from datagen.data.conform import rows_per_chunk
-from datagen.data.imageset import EVERY_FIFTH_RULE, OUTPUT_MARK, OUTPUT_RULE, Selection, every_fifth, whole
+from datagen.data.formats import OUTPUT_MARK, OUTPUT_RULE
+from datagen.data.imageset import EVERY_FIFTH_RULE, Selection, every_fifth, whole
 
 
 _LAYOUT = "expected dataset 'images' (uint8 N×H×W×C) and dataset 'labels' (integer N)"

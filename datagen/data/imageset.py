@@ -57,9 +57,6 @@ class Selection(NamedTuple):
     rule: str
 
 
-OUTPUT_RULE = "a datagen output: every image is train (generated data keeps no test split)"
-OUTPUT_MARK = "format_version"  # the HDF5 attribute (and manifest key) every datagen output carries
-OUTPUT_MANIFEST = "manifest.json"  # an ImageFolder output's record of what it holds
 
 
 def whole(n: int, split: str) -> np.ndarray:

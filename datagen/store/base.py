@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from datagen.common.errors import DatagenError
-from datagen.data.imageset import OUTPUT_MANIFEST
+from datagen.data.formats import OUTPUT_MANIFEST
 
 if TYPE_CHECKING:  # torch is slow to import; writers only ever need .detach().cpu().numpy() on a tensor
     import torch
