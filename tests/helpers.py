@@ -14,3 +14,21 @@ def png_folder(root: Path, classes: dict[str, int], shape: tuple[int, ...] = (8,
         for i in range(count):
             Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(root / name / f"{i}.png")
     return root
+
+
+def judge_every_tenth(monkeypatch) -> None:
+    """Replace augment's filter with a judge that labels the i-th candidate it sees class i mod 10: per class it
+    accepts one candidate in ten, so a filtered augment runs through at a known 90% rejection (a 1-epoch tiny G
+    gives a real filter nothing to accept)."""
+    import torch
+
+    from datagen.generate import augment as augment_module
+
+    judged = [0]
+
+    def judge(net, x):
+        classes = (judged[0] + torch.arange(len(x))) % 10
+        judged[0] += len(x)
+        return torch.nn.functional.one_hot(classes, 10).float()
+
+    monkeypatch.setattr(augment_module, "probabilities", judge)

@@ -10,7 +10,7 @@ from datagen.bench import generation, measure, training
 from datagen.bench.generation import bench_augment
 from datagen.bench.training import bench_train
 from datagen.common.errors import DatagenError
-from datagen.generate import augment as augment_module
+from helpers import judge_every_tenth
 from datagen.model import speed
 
 
@@ -101,17 +101,7 @@ def test_bench_train_settings_are_reported_and_compile_failure_falls_back(monkey
 
 
 def test_bench_augment_with_the_filter_reports_the_filter_limit(run, monkeypatch):
-    # A 1-epoch tiny G gives its filter nothing to accept: this judge accepts every tenth candidate for each
-    # class instead (the i-th candidate judged "is" class i mod 10), so the filtered path runs through, at a
-    # known 90% rejection.
-    judged = [0]
-
-    def judge(net, x):
-        classes = (judged[0] + torch.arange(len(x))) % 10
-        judged[0] += len(x)
-        return torch.nn.functional.one_hot(classes, 10).float()
-
-    monkeypatch.setattr(augment_module, "probabilities", judge)
+    judge_every_tenth(monkeypatch)
     numbers = bench_augment(run, per_class=5, use_filter=True)
     assert numbers["mean_rejection"] == pytest.approx(0.9, abs=0.05)
     g, c = numbers["generator_forward_images_per_second"], numbers["classifier_forward_images_per_second"]

@@ -5,14 +5,13 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from datagen.bench import noise
 from datagen.classify import reference
 from datagen.classify.fit import predict
 from datagen.data.pixels import to_model_input
 from datagen.data.sources import load
-from datagen.generate import augment as augment_module
+from helpers import judge_every_tenth
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +50,8 @@ def test_a_reference_fitted_on_other_data_is_not_reused(run_with_reference, digi
     assert len(fits) == 1  # the cache is keyed by the training data's fingerprint: one image less, a new fit
 
 
-def _judge_every_tenth(monkeypatch):
-    """augment's filter as a judge that labels the i-th candidate it sees class i mod 10: per class it accepts one
-    candidate in ten, so the filtered sweep rows run through at a known 90% rejection."""
-    judged = [0]
-
-    def judge(net, x):
-        classes = (judged[0] + torch.arange(len(x))) % 10
-        judged[0] += len(x)
-        return torch.nn.functional.one_hot(classes, 10).float()
-
-    monkeypatch.setattr(augment_module, "probabilities", judge)
-
-
 def test_bench_noise_reports_each_scale_with_and_without_the_filter(cli, run_with_reference, tmp_path, monkeypatch):
-    _judge_every_tenth(monkeypatch)
+    judge_every_tenth(monkeypatch)
     done = cli("bench", "noise", str(run_with_reference), "--scales", "0,2", "--per-class", "6", "--seeds-per-class", "3",
                "--json", "noise.json")
     assert done.returncode == 0, done.stderr
