@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 _TMP = ".tmp"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file: mkstemp's 0600 would hide outputs from others
+_written = itertools.count()  # with the pid and a random token: temporary names unique without creating a file
 
 
 @contextlib.contextmanager
@@ -28,15 +20,13 @@ def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
     """A fresh temporary path beside `path` to write to; it replaces `path` only if the block completes.
 
     The temporary name is hidden, unique and keeps the suffix (writers such as savefig pick the format
-    from it). `durable` fsyncs the file before the rename, so a power cut cannot leave a renamed but
-    empty file. On any error the temporary file is removed and `path` is untouched.
+    from it); the writer creates the file, so it gets the permissions any new file gets. `durable` fsyncs
+    the file before the rename, so a power cut cannot leave a renamed but empty file. On any error the
+    temporary file is removed and `path` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{_TMP}{path.suffix}", dir=path.parent)
-    os.fchmod(fd, _FILE_MODE)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{next(_written)}-{os.urandom(3).hex()}{_TMP}{path.suffix}")
     try:
         yield tmp
         if durable:
@@ -48,12 +38,17 @@ def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
         raise
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one atomic_path gives (a write cut short if it is still there)."""
+    return name.startswith(".") and _TMP in name
+
+
 def leftover_temporaries(path: Path) -> list[Path]:
     """Temporary files atomic_path left beside `path` when its process was killed mid-write."""
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    return [p for p in path.parent.glob(f".{glob_escape(path.name)}.*{_TMP}*") if p.is_file()]
+    return [p for p in path.parent.glob(f".{glob_escape(path.name)}.*") if p.is_file() and is_temporary(p.name)]
 
 
 def glob_escape(name: str) -> str:

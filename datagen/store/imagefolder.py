@@ -10,7 +10,8 @@ from typing import Any
 from PIL import Image
 
 from datagen.common.errors import DatagenError
-from datagen.common.files import atomic_path, leftover_temporaries, safe_name, write_text
+from datagen.common.files import atomic_path, is_temporary, leftover_temporaries, safe_name, write_text
+from datagen.data.formats import OUTPUT_MARK
 from datagen.store.base import FORMAT_VERSION, MANIFEST, BaseWriter, check_resume, unwritable
 
 
@@ -51,7 +52,7 @@ class FolderWriter(BaseWriter):
     @classmethod
     def create(cls, path: Path, shape: tuple, names: list[str], prov: dict) -> FolderWriter:
         folders = folder_names(names)
-        manifest = {"format_version": FORMAT_VERSION, "format": "imagefolder", "complete": False,
+        manifest = {OUTPUT_MARK: FORMAT_VERSION, "format": "imagefolder", "complete": False,
                     "image_shape": list(shape), "class_names": names, "folders": folders, "counts": [0] * len(names),
                     "provenance": prov, "seed_index": [[] for _ in names], "real": [[] for _ in names]}
         try:
@@ -139,15 +140,10 @@ def _drop_unrecorded(root: Path, manifest: dict) -> None:
             continue
         for file in (root / folder).iterdir():
             number = _png_number(file.name)
-            if _is_temporary(file.name) or (number is not None and number >= count):
+            if is_temporary(file.name) or (number is not None and number >= count):
                 file.unlink()
     for key in ("seed_index", "real"):  # written together with counts, so already equal; cheap insurance
         manifest[key] = [values[:count] for values, count in zip(manifest[key], manifest["counts"])]
-
-
-def _is_temporary(name: str) -> bool:
-    """A file atomic_path was writing when the process died (hidden, with .tmp in its name)."""
-    return name.startswith(".") and ".tmp" in name
 
 
 def _png_number(name: str) -> int | None:
