@@ -81,6 +81,11 @@ def array_chunks(images: np.ndarray | torch.Tensor, picked: np.ndarray) -> Itera
         yield torch.as_tensor(np.ascontiguousarray(images[picked[start:start + rows]]))
 
 
+def indices_digest(indices: torch.Tensor) -> str:
+    """Which source images a set of positions names, in 16 hex digits (recorded, then compared on resume)."""
+    return hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
+
+
 def draw_per_class(labels: torch.Tensor, n_classes: int, k: int | None, seed: int) -> list[torch.Tensor]:
     """Per class, the positions of up to `k` of its members (all when k is None), in a random order fixed by `seed`.
 

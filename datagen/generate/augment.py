@@ -26,7 +26,7 @@ from datagen.common.files import safe_name
 from datagen.common.grids import save_grid
 from datagen.common.seeds import generator
 from datagen.data.conform import check_safe_to_conform
-from datagen.data.imageset import ImageSet
+from datagen.data.imageset import ImageSet, indices_digest
 from datagen.data.pixels import to_model_input
 from datagen.data.sources import load, probe
 from datagen.generate.filter import FILTER_CACHE, FilterCapError, filter_classifier
@@ -92,9 +92,9 @@ def _validate(o: AugmentOptions) -> None:
         raise DatagenError("--batch-size must be at least 1")
 
 
-def _pool_digest(indices: torch.Tensor) -> dict:
+def _pool(indices: torch.Tensor) -> dict:
     """The unlabeled pool in a few bytes: its size and a digest of its source indices."""
-    return {"images": len(indices), "sha256": hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()[:16]}
+    return {"images": len(indices), "sha256": indices_digest(indices)}
 
 
 def _sha256(path: Path) -> str:
@@ -133,7 +133,7 @@ def augment(o: AugmentOptions) -> AugmentResult:
         "checkpoint": str(ckpt), "checkpoint_sha256": _sha256(ckpt), "recipe": model.recipe.name,
         "noise": list(o.noise), "mix": o.mix, "unlabeled": o.unlabeled, "filter": o.filter, "min_confidence": o.min_confidence if o.filter else None,
         "per_class": o.per_class, "include_seeds": o.include_seeds, "seed": o.seed, "batch_size": o.batch_size,
-        "unlabeled_pool": _pool_digest(seeds.indices[unlabeled]) if unlabeled is not None else None,
+        "unlabeled_pool": _pool(seeds.indices[unlabeled]) if unlabeled is not None else None,
         "channels_last": how.channels_last, "datagen_version": __version__,
     }
     h, w, ch = img.size, img.size, img.channels

@@ -14,6 +14,7 @@ import numpy as np
 
 from datagen.common.errors import DatagenError
 from datagen.common.files import atomic_path, leftover_temporaries
+from datagen.data.formats import OUTPUT_MARK
 from datagen.store.base import FORMAT_VERSION, H5_ERRORS, BaseWriter, check_resume, unwritable
 
 
@@ -58,7 +59,7 @@ class H5Writer(BaseWriter):
             f.create_dataset("provenance_json", data=text, dtype=h5py.string_dtype())
         else:
             f.attrs["provenance"] = text
-        f.attrs.update(format_version=FORMAT_VERSION, complete=False, n_written=0, image_shape=list(shape),
+        f.attrs.update({OUTPUT_MARK: FORMAT_VERSION}, complete=False, n_written=0, image_shape=list(shape),
                        class_names=json.dumps(names))  # a JSON list: what datagen.data.load reads
         f.flush()
         return cls(path, f, shape, names, [0] * len(names))
@@ -74,7 +75,7 @@ class H5Writer(BaseWriter):
             raise DatagenError(f"cannot reopen {path} to resume it ({error}): "
                                "pass --overwrite to start it again") from None
         try:
-            if "format_version" not in f.attrs:
+            if OUTPUT_MARK not in f.attrs:
                 raise DatagenError(f"{path} is not an HDF5 file written by datagen: choose another --out")
             old_names, old_prov = json.loads(f.attrs["class_names"]), read_provenance(f)
             check_resume(path, shape, names, prov, f["images"].shape[1:], old_names, old_prov)

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from datagen.common.errors import DatagenError
+from datagen.data.formats import OUTPUT_MARK
 from datagen.store.base import H5_ERRORS, MANIFEST
 from datagen.store.hdf5 import DATASETS, read_provenance
 from datagen.store.imagefolder import PNG_DIGITS, check_folders
@@ -64,7 +65,7 @@ def _inspect_h5(path: Path) -> Summary:
         except H5_ERRORS as error:
             s.problems.append(f"file attributes are unreadable ({error})")
             return s
-        if "format_version" not in attrs and "n_written" not in attrs:
+        if OUTPUT_MARK not in attrs and "n_written" not in attrs:
             raise DatagenError(f"{path} is an HDF5 file that datagen did not write (no format_version): "
                                "give an output of `datagen augment`")
         s.complete = bool(attrs.get("complete", False))

@@ -6,7 +6,6 @@ input never leaves a run directory behind; `fit` then trains and writes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import signal
@@ -22,6 +21,7 @@ from datagen.common.console import console, progress
 from datagen.common.errors import DatagenError
 from datagen.common.files import write_json
 from datagen.common.seeds import generator
+from datagen.data.imageset import indices_digest
 from datagen.data.pixels import to_model_input
 from datagen.data.sources import dataset_names, load, probe
 from datagen.model import checkpoint, nets, recipes, speed
@@ -122,13 +122,12 @@ def prepare(opts: TrainOptions) -> Plan:
             changed.append(f"seed (the run's is {state['seed']})")
         if changed:
             raise DatagenError(f"--resume keeps the run's training settings; only --epochs may change (changed: {', '.join(changed)})")
-        device, how = _resumed_execution(opts, state.get("execution"), out)
+        device, how = _execution(opts, state.get("execution"), out)
         out = out.resolve()
     else:
         if opts.dataset is None:
             raise DatagenError("give a DATASET to train on (e.g. datagen train mnist-5k)")
-        device = pick_device(opts.device)
-        how = speed.choose(device, opts.channels_last, opts.compile, opts.amp)
+        device, how = _execution(opts, None, None)
         dataset = opts.dataset
         recipe = _resolve_recipe(opts, None)
         if dataset not in dataset_names():
@@ -142,26 +141,26 @@ def prepare(opts: TrainOptions) -> Plan:
     return Plan(recipe=recipe, dataset=dataset, out=out, device=device, seed=seed, resume_state=state, options=opts, how=how)
 
 
-def _resumed_execution(opts: TrainOptions, recorded: dict[str, Any] | None, out: Path) -> tuple[torch.device, speed.Speed]:
-    """The device and speed settings a resumed run continues with: its own, recorded in the checkpoint.
+def _execution(opts: TrainOptions, recorded: dict[str, Any] | None, out: Path | None) -> tuple[torch.device, speed.Speed]:
+    """The device and speed settings a run trains with: the options' for a new run; a resumed run's own.
 
-    Another device, layout or precision rounds floats differently, so the run would not continue as it would have
-    uninterrupted: an explicit request for other settings is refused. Options left at their defaults take the run's.
+    Another device, layout or precision rounds floats differently, so a resumed run would not continue as it
+    would have uninterrupted: an explicit request for other settings is refused, options left out take the run's.
+    `recorded` is None for a new run and for checkpoints from before these settings were recorded.
     """
-    if recorded is None:  # a checkpoint from before these were recorded
+    if recorded is None:
         device = pick_device(opts.device)
         return device, speed.choose(device, opts.channels_last, opts.compile, opts.amp)
     device = pick_device(recorded["device"] if opts.device == "auto" else opts.device)
-    asked = {"device": device.type, "channels_last": opts.channels_last, "compile": opts.compile or None, "amp": opts.amp}
+    asked = {"device": device.type, "channels_last": opts.channels_last, "compile": opts.compile, "amp": opts.amp}
     keep = {"device": f"pass --device {recorded['device']} or leave --device out",
             "channels_last": f"pass {'--channels-last' if recorded['channels_last'] else '--no-channels-last'} or leave it out",
-            "compile": "leave out --compile", "amp": f"pass {'--amp' if recorded['amp'] else '--no-amp'} or leave it out"}
+            "compile": "pass --compile" if recorded["compile"] else "leave out --compile",
+            "amp": f"pass {'--amp' if recorded['amp'] else '--no-amp'} or leave it out"}
     for key, value in asked.items():
         if value is not None and value != recorded[key]:
             raise DatagenError(f"--resume: {out} was trained with {key} = {recorded[key]}, which resuming must keep so the run "
                                f"continues exactly: {keep[key]}")
-    if recorded["compile"] and not opts.compile:
-        raise DatagenError(f"--resume: {out} was trained with --compile; pass --compile to continue it exactly")
     return device, speed.Speed(channels_last=recorded["channels_last"], compile=recorded["compile"], amp=recorded["amp"])
 
 
@@ -282,7 +281,7 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
         write_json(out / "dataset.json", {
             "source": train_set.source, "split": "train", "split_rule": train_set.split_rule, "images": len(train_set),
             "class_names": list(train_set.class_names), "shape": list(train_set.shape), "fingerprint": fingerprint,
-            "train_indices_sha": _indices_digest(train_set.indices)})
+            "train_indices_sha": indices_digest(train_set.indices)})
         write_json(out / "run.json", {"status": "running", "dataset": plan.dataset, "recipe": recipe.name,
                                              "seed": plan.seed, "device": str(plan.device), "datagen_version": __version__})
         started["run"] = stop.armed = True
@@ -384,7 +383,3 @@ def _stop_non_finite(result: Result, out: Path, metrics: rundir.MetricsLog, epoc
 
 def _losses(logs: dict[str, float]) -> str:
     return " ".join(f"{name.removesuffix('_loss')} {logs[name]:.3f}" for name in ("d_loss", "eg_loss") if name in logs)
-
-
-def _indices_digest(indices: torch.Tensor) -> str:
-    return hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
