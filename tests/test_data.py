@@ -43,8 +43,8 @@ def _h5(path: Path, images: np.ndarray, labels: np.ndarray | None, **attrs) -> P
 def test_mnist_5k_every_fifth_split():
     train = load("mnist-5k", "train", size=28, channels=1)
     test = load("mnist-5k", "test", size=28, channels=1)
-    assert (len(train), len(test)) == (4000, 1000)
-    assert torch.bincount(train.labels).tolist() == [400] * 10
+    assert (len(train), len(test)) == (3600, 1000)  # 4000 minus the 400 dev images (tests/test_dev_split.py)
+    assert torch.bincount(train.labels).tolist() == [360] * 10
     assert torch.bincount(test.labels).tolist() == [100] * 10
     assert not set(train.indices.tolist()) & set(test.indices.tolist())
     assert test.indices[:2].tolist() == [4, 9]  # mnist-5k is sorted by class: class 0 starts at 0
@@ -63,7 +63,7 @@ def test_mnist_5k_every_fifth_split():
 def test_digits_conform(size, channels):
     digits = load("digits", "train", size=size, channels=channels)
     assert digits.shape == (size, size, channels)
-    assert len(digits) + len(load("digits", "test", size=8, channels=1)) == 1797
+    assert len(digits) + sum(len(load("digits", s, size=8, channels=1)) for s in ("dev", "test")) == 1797
     assert digits.images.max() == 255  # 16 scaled to 255
     if channels == 3:
         assert torch.equal(digits.images[..., 0], digits.images[..., 2])
@@ -150,8 +150,9 @@ def test_hdf5_errors(tmp_path):
 def test_bad_names_and_split():
     with pytest.raises(DatagenError, match="did you mean 'mnist-5k'"):
         load("mnist-5", size=28, channels=1)
-    with pytest.raises(DatagenError, match="'train' or 'test'"):
+    with pytest.raises(DatagenError, match="'train', 'dev' or 'test'") as caught:
         load("digits", "valid", size=8, channels=1)
+    assert "\n" not in str(caught.value)
     assert dataset_names() == [*BUNDLED, *TORCHVISION]
 
 
@@ -176,6 +177,22 @@ def test_torchvision_mnist_from_local_files(tmp_path):
     test = load("mnist", "test", size=14, channels=3, data_root=tmp_path, download=False)
     assert torch.equal(train.images[..., 0], torch.from_numpy(images)) and train.labels.tolist() == list(range(10))
     assert test.shape == (14, 14, 3) and not set(train.indices.tolist()) & set(test.indices.tolist())
+
+
+def test_torchvision_dev_is_carved_from_the_official_train_split(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = np.arange(40 * 28 * 28, dtype=np.uint32).astype(np.uint8).reshape(40, 28, 28)
+    labels = np.arange(40, dtype=np.uint8) % 2  # 20 per class: train ranks 9 and 19 of each are dev
+    for prefix in ("train", "t10k"):
+        _idx(raw / f"{prefix}-images-idx3-ubyte", 2051, images)
+        _idx(raw / f"{prefix}-labels-idx1-ubyte", 2049, labels)
+    train, dev, test = (load("mnist", s, size=28, channels=1, data_root=tmp_path, download=False)
+                        for s in ("train", "dev", "test"))
+    assert dev.indices.tolist() == [18, 19, 38, 39] and dev.labels.tolist() == [0, 1, 0, 1]
+    assert torch.equal(dev.images[..., 0], torch.from_numpy(images[[18, 19, 38, 39]]))
+    assert sorted(train.indices.tolist() + dev.indices.tolist()) == list(range(40))
+    assert test.indices.tolist() == list(range(60000, 60040)) and "dev" in test.split_rule
 
 
 def test_fingerprint(tmp_path):

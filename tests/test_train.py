@@ -23,7 +23,7 @@ from datagen.model.checkpoint import load_model
 from datagen.train import loop as training, rundir
 
 TINY = ["train", "digits", "--recipe", "tiny8"]
-STEPS_PER_EPOCH = 1442 // 32  # digits' train split: 1442 images; tiny8's batch: 32
+STEPS_PER_EPOCH = 1302 // 32  # digits' train split: 1302 images (1442 less 140 dev); tiny8's batch: 32
 
 
 def _opts(out: Path, **kw) -> training.TrainOptions:
@@ -87,7 +87,7 @@ def test_a_run_writes_everything_a_user_looks_at(cli, tmp_path):
     train = load("digits", "train", size=8, channels=1)
     assert state["dataset"]["fingerprint"] == train.fingerprint()
     assert torch.equal(state["dataset"]["image_hashes"], train.image_hashes())
-    assert (run / "checkpoints" / "best.pt").exists()
+    assert not (run / "checkpoints" / "best.pt").exists()  # no checkpoint is chosen by labels
     assert not list(run.rglob("*.tmp"))
     assert "reconstructions:" in done.stderr and "Traceback" not in done.stderr
 
@@ -196,7 +196,8 @@ def test_imagefolder_with_an_explicit_recipe(cli, tmp_path):
     done = cli("train", str(tmp_path / "folder"), "--recipe", "tiny8", "--batch-size", "16", "--epochs", "1", "--out", "r")
     assert done.returncode == 0, done.stderr
     info = json.loads((tmp_path / "r" / "dataset.json").read_text())
-    assert info["images"] == 64 and info["class_names"] == ["bar", "ring"] and info["shape"] == [8, 8, 1]
+    assert info["images"] == 2 * (40 - 8 - 3)  # per class: 40, less 8 test and 3 dev
+    assert info["class_names"] == ["bar", "ring"] and info["shape"] == [8, 8, 1]
 
 
 def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
@@ -291,7 +292,7 @@ def test_mnist_5k_trains_and_resumes_from_the_command_line(cli, tmp_path):
     assert second.returncode == 0, second.stderr
     records = rundir.read_metrics(tmp_path / "m" / "metrics.jsonl")
     assert [r["epoch"] for r in records if r.get("event") == "epoch"] == [1, 2]
-    assert records[-1]["step"] == 2 * (4000 // 128)
+    assert records[-1]["step"] == 2 * (3600 // 128)  # mnist-5k's train split: 4000 less 400 dev
     assert json.loads((tmp_path / "m" / "dataset.json").read_text())["source"] == "mnist-5k"
 
 

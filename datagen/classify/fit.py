@@ -14,11 +14,21 @@ from datagen.classify.nets import small_cnn
 from datagen.model import speed
 
 
-def fit(make_net: Callable[[], nn.Module], batches: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]], *,
-        steps: int, seed: int, lr: float, cosine: bool = False, select: Callable[[nn.Module], float] | None = None,
-        select_every: int = 25) -> nn.Module:
-    """Build a net and train it with Adam on cross-entropy for exactly `steps` batches; return it in eval mode.
+Batch = tuple[torch.Tensor, ...]
 
+
+def cross_entropy(net: nn.Module, batch: Batch) -> torch.Tensor:
+    x, y = batch
+    return F.cross_entropy(net(x), y)
+
+
+def fit(make_net: Callable[[], nn.Module], batches: Callable[[torch.Generator], Batch], *,
+        steps: int, seed: int, lr: float, cosine: bool = False, weight_decay: float = 0.0,
+        loss: Callable[[nn.Module, Batch], torch.Tensor] = cross_entropy,
+        select: Callable[[nn.Module], float] | None = None, select_every: int = 25) -> nn.Module:
+    """Build a net and train it with Adam (AdamW with `weight_decay`) for exactly `steps` batches; return it in eval mode.
+
+    The loss is cross-entropy on `batches(generator)`'s (images, labels) unless `loss(net, batch)` says otherwise.
     Everything random (initialisation, dropout, the batches' augmentation) runs on a private stream seeded by
     `seed`, so a fit is repeatable and never disturbs the caller's stream; batch positions come from
     `batches(generator)` with a generator of the same seed. `cosine` anneals the rate to zero over the steps.
@@ -26,18 +36,19 @@ def fit(make_net: Callable[[], nn.Module], batches: Callable[[torch.Generator], 
     returned (strictly better: ties keep the earlier, less fitted state).
     """
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         net = make_net()
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        opt = (torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay) if weight_decay
+               else torch.optim.Adam(net.parameters(), lr=lr))
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
         best, best_score = None, -math.inf
         for step in range(1, steps + 1):
             net.train()
-            x, y = batches(gen)
-            loss = F.cross_entropy(net(x), y)
+            step_loss = loss(net, batches(gen))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            step_loss.backward()
             opt.step()
             if schedule is not None:
                 schedule.step()

@@ -11,33 +11,43 @@ from rich.table import Table
 from datagen.cli.common import parse_scales, stdout
 from datagen.common.console import console
 from datagen.common.errors import DatagenError
-from datagen.eval.defaults import ARMS, CLASSIFIER_STEPS, GAN_PER_CLASS
+from datagen.eval.defaults import ALL_ARMS, ARMS, BUDGETS, CLASSIFIER, GAN_PER_CLASS, REPEATS
 
 
 def evaluate_cmd(
-    run: Path = typer.Option(Path("runs/latest"), "--run", help="A run directory or a checkpoint file."),
-    labels_per_class: str = typer.Option("1,10,100", "--labels-per-class", help="Comma list of label budgets per class; 'all' for every label."),
-    repeats: int = typer.Option(3, "--repeats", min=1, help="Seed draws per budget (the same draw for every arm)."),
-    arms: str = typer.Option(",".join(ARMS), "--arms", help="Comma list of: " + ", ".join(ARMS)),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="evaluation.json path (evaluation.md and accuracy.png go beside it); default RUN/evaluation/."),
+    run: Path = typer.Option(Path("runs/latest"), "--run", help="A run directory (its last.pt) or a checkpoint file."),
+    runs: Optional[str] = typer.Option(None, "--runs", help="Comma list of runs (several GAN trainings) to pool; the spread between them is reported. Replaces --run."),
+    split: str = typer.Option("test", "--split", help="dev: choose settings on the dev split carved from train; test: the reported table (read it once)."),
+    labels_per_class: str = typer.Option(",".join(map(str, BUDGETS)), "--labels-per-class", help="Comma list of label budgets per class; 'all' for every label."),
+    repeats: int = typer.Option(REPEATS, "--repeats", min=1, help="Label draws per budget (the same draw for every arm and run)."),
+    arms: str = typer.Option(",".join(ARMS), "--arms", help="Comma list of: " + ", ".join(ALL_ARMS) + " (fixmatch, the SSL reference, is slow: README)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="evaluation JSON path (its .md and accuracy plot go beside it); default RUN/evaluation/evaluation-SPLIT.json."),
     gan_per_class: int = typer.Option(GAN_PER_CLASS, "--gan-per-class", min=1, help="Generated images per class in the gan arms."),
     noise: Optional[str] = typer.Option(None, "--noise", help="augment's noise for the gan arms (default: augment's default)."),
     mix: Optional[float] = typer.Option(None, "--mix", help="augment's --mix for the gan arms (default: augment's default)."),
     unlabeled: bool = typer.Option(True, "--unlabeled/--seeds-only", help="gan arms also grow from the train images outside the labels budget, labels never read (augment --unlabeled)."),
-    filter_: bool = typer.Option(False, "--filter/--no-filter", help="augment's seed-trained label filter in the gan arms (off: it measured worse)."),
-    steps: int = typer.Option(CLASSIFIER_STEPS, "--steps", min=1, help="Optimisation steps of every downstream classifier."),
-    with_quality: bool = typer.Option(True, "--quality/--no-quality", help="Also measure E and G (1-NN, FID, precision/recall...)."),
+    filter_: bool = typer.Option(False, "--filter/--no-filter", help="augment's seed-trained label filter in the gan arms."),
+    steps: int = typer.Option(CLASSIFIER["steps"], "--steps", min=1, help="Optimisation steps of every downstream classifier."),
+    lr: float = typer.Option(CLASSIFIER["lr"], "--lr", help="Downstream classifier's peak learning rate (cosine to zero)."),
+    weight_decay: float = typer.Option(CLASSIFIER["weight_decay"], "--weight-decay", help="Downstream classifier's AdamW weight decay."),
+    width: int = typer.Option(CLASSIFIER["width"], "--width", min=1, help="Downstream classifier's first conv width."),
+    with_quality: bool = typer.Option(True, "--quality/--no-quality", help="Also measure E and G (1-NN, prior-sample FID/KID, precision/recall...)."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Draws the label budgets and seeds every repeat."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps: where the classifiers train."),
     data_root: Optional[Path] = typer.Option(None, "--data-root"),
 ) -> None:
-    """Benchmark: downstream test accuracy with real labels only, classical augmentation, datagen, and both."""
+    """Benchmark: accuracy with real labels only, classical augmentation, pseudo-labels, datagen, and FixMatch."""
+    from datagen.eval.downstream import Recipe
     from datagen.eval.protocol import EvaluateOptions, evaluate
 
     budgets = tuple(_budget(v, labels_per_class) for v in labels_per_class.split(","))
-    result = evaluate(EvaluateOptions(run=run, labels_per_class=budgets, repeats=repeats, arms=tuple(arms.split(",")),
-                                      json_path=json_path, gan_per_class=gan_per_class,
-                                      noise=parse_scales(noise, "--noise") if noise else None, mix=mix, unlabeled=unlabeled,
-                                      filter=filter_, steps=steps, quality=with_quality, seed=seed, data_root=data_root))
+    paths = tuple(Path(p.strip()) for p in runs.split(",") if p.strip()) if runs else (run,)
+    recipe = Recipe.with_overrides(steps=steps, lr=lr, weight_decay=weight_decay, width=width)
+    result = evaluate(EvaluateOptions(runs=paths, split=split, labels_per_class=budgets, repeats=repeats,
+                                      arms=tuple(a.strip() for a in arms.split(",")), json_path=json_path,
+                                      gan_per_class=gan_per_class, noise=parse_scales(noise, "--noise") if noise else None,
+                                      mix=mix, unlabeled=unlabeled, filter=filter_, classifier=recipe, quality=with_quality,
+                                      seed=seed, device=device, data_root=data_root))
     print_evaluation(result)
 
 
@@ -52,21 +62,26 @@ def _budget(text: str, given: str) -> int | None:
 
 
 def print_evaluation(result) -> None:
-    from datagen.eval.report import gain_text
+    from datagen.eval.report import gain_text, gains_of
 
-    table = Table(title=f"test accuracy on {result.config['source']} ({result.config['repeats']} repeats)")
-    for col in ("labels/class", "arm", "accuracy %", "gain over real [95% CI]", "gain over real+classic"):
+    c = result.config
+    table = Table(title=f"{c['split']} accuracy on {c['source']} ({c['repeats']} repeats × {len(c['runs'])} run(s))")
+    for col in ("labels/class", "arm", "accuracy %", "worst", "gain over real [95% CI]", "gain over the arm without G"):
         table.add_column(col, justify="left" if col == "arm" else "right")
     for r in result.results:
+        gains = gains_of(result, r)
+        twin = next((f"{base}: {gain_text(g)}" for base, g in gains.items() if base != "real"), "-")
         table.add_row(str(r["labels_per_class"]), r["arm"], f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}",
-                      gain_text(r.get("gain_over_real")), gain_text(r.get("gain_over_real+classic")))
+                      f"{100 * r['worst']:.1f}", gain_text(gains.get("real")), twin)
     out = stdout()
     out.print(table)
-    if result.quality:
-        q = result.quality
-        keys = [k for k in ("latent_1nn_accuracy", "latent_linear_probe_accuracy", "recon_ratio", "recon_label_fidelity",
-                            "generated_label_fidelity", "fid_reference_features", "precision", "recall") if k in q]
-        out.print("quality: " + ", ".join(f"{k} {q[k]:.3f}" for k in keys), markup=False, highlight=False)
+    q = result.quality
+    for name, per in q.get("runs", {}).items():
+        prior, floor = per["prior_samples"], q["floor_real_train_vs_split"]
+        out.print(f"quality {name}: prior samples FID {prior['fid']:.1f} KID {prior['kid_mean']:.4f} precision "
+                  f"{prior['precision']:.2f} recall {prior['recall']:.2f} (real-vs-real floor: FID {floor['fid']:.1f} "
+                  f"KID {floor['kid_mean']:.4f}); 1-NN {per['latent_1nn_accuracy']:.3f}; recon label fidelity "
+                  f"{per['recon_label_fidelity']:.3f}", markup=False, highlight=False)
     for name, path in result.paths.items():
         out.print(f"{name}: {path}", markup=False, highlight=False)
 
@@ -85,7 +100,7 @@ def demo_cmd(
         raise typer.Exit(130 if trained.status == "interrupted" else 1)
     console.print(f"trained -> {trained.out}; growing 200 images per class from 10 seeds per class")
     grown = augment(AugmentOptions(run=trained.out, per_class=200, seeds_per_class=10))
-    result = evaluate(EvaluateOptions(run=trained.out, labels_per_class=(10,), repeats=repeats))
+    result = evaluate(EvaluateOptions(runs=(trained.out,), labels_per_class=(10,), repeats=repeats))
     print_evaluation(result)
     out = stdout()
     out.print(f"reconstructions: {trained.out / 'samples' / f'epoch-{trained.epoch:03d}-recon.png'}", markup=False, highlight=False)

@@ -2,4 +2,4 @@
 
 OUTPUT_MARK = "format_version"  # the HDF5 attribute (and manifest key) every datagen output carries
 OUTPUT_MANIFEST = "manifest.json"  # an ImageFolder output's record of what it holds
-OUTPUT_RULE = "a datagen output: every image is train (generated data keeps no test split)"
+OUTPUT_RULE = "a datagen output: every image is train (generated data keeps no dev or test split)"

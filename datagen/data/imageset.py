@@ -1,4 +1,4 @@
-"""A loaded split (ImageSet), a split before conforming (Selection), the fixed split rule, and content hashes."""
+"""A loaded split (ImageSet), a split before conforming (Selection), the fixed split rules, and content hashes."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ from datagen.common.seeds import generator
 from datagen.data.conform import rows_per_chunk
 
 
-EVERY_FIFTH_RULE = ("within each class, in source order, every fifth image (class positions 4, 9, 14, …) "
-                     "is test and the rest is train")
+SPLITS = ("train", "dev", "test")
+DEV_EVERY = 10  # dev: every tenth train image per class, so settings are chosen on labels training never sees
+DEV_RULE = ("within each class of the train split, in source order, every tenth image (class positions 9, 19, 29, … "
+            "counted within the train split) is dev, kept to choose settings, and the rest is train")
+EVERY_FIFTH_RULE = ("within each class, in source order, every fifth image (class positions 4, 9, 14, …) is test "
+                    f"and the others form the train split; {DEV_RULE}")
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing tensors field-wise has no single truth value
@@ -24,9 +28,9 @@ class ImageSet:
     labels: torch.Tensor  # int64, N
     class_names: tuple[str, ...]
     source: str  # the registered name, or the resolved absolute path as str
-    split: str  # "train" or "test"
+    split: str  # "train", "dev" or "test"
     indices: torch.Tensor  # int64, N: each image's position in the source's full ordering
-    split_rule: str  # one human sentence saying how the split was made
+    split_rule: str  # one human sentence saying how train, dev and test were made
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -60,18 +64,37 @@ class Selection(NamedTuple):
 
 
 def whole(n: int, split: str) -> np.ndarray:
-    """Positions of `split` in a datagen output: all of them for train, none for test."""
+    """Positions of `split` in a datagen output: all of them for train, none for dev or test."""
     return np.arange(n) if split == "train" else np.arange(0)
 
 
-def every_fifth(labels: np.ndarray, split: str) -> np.ndarray:
-    """Source positions of ``split`` under the every-fifth-per-class rule (stable, class-balanced, no shuffling)."""
+def class_rank(labels: np.ndarray) -> np.ndarray:
+    """Each image's position among the images of its own class, in order (0 for each class's first)."""
     rank = np.empty(len(labels), dtype=np.int64)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         rank[members] = np.arange(len(members))
-    is_test = rank % 5 == 4
-    return np.flatnonzero(is_test if split == "test" else ~is_test)
+    return rank
+
+
+def carve(train_labels: np.ndarray, split: str) -> np.ndarray:
+    """Positions within a train split of "train" or "dev" under DEV_RULE (stable, class-balanced, no shuffling)."""
+    is_dev = class_rank(train_labels) % DEV_EVERY == DEV_EVERY - 1
+    return np.flatnonzero(is_dev if split == "dev" else ~is_dev)
+
+
+def official(labels: np.ndarray, split: str) -> np.ndarray:
+    """Positions of `split` within a source's official split: all of test; train carved into train and dev."""
+    return np.arange(len(labels)) if split == "test" else carve(labels, split)
+
+
+def every_fifth(labels: np.ndarray, split: str) -> np.ndarray:
+    """Source positions of `split` under EVERY_FIFTH_RULE: every fifth per class is test, the rest carved."""
+    is_test = class_rank(labels) % 5 == 4
+    if split == "test":
+        return np.flatnonzero(is_test)
+    train = np.flatnonzero(~is_test)
+    return train[carve(labels[train], split)]
 
 
 def array_chunks(images: np.ndarray | torch.Tensor, picked: np.ndarray) -> Iterator[torch.Tensor]:

@@ -2,6 +2,7 @@
 
 Every source ends up as an :class:`ImageSet`: uint8 N×H×W×C images already cropped, resized and converted to the
 requested size and channel count, plus labels, class names and each image's position in the source (provenance).
+Splits are "train", "dev" (every tenth train image per class, for choosing settings) and "test".
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datagen.common.errors import DatagenError
 from datagen.data.conform import Progress, check_target, gather
 from datagen.data.folders import GREY_MODES, read_header, scan_folder, select_folder
 from datagen.data.hdf5 import h5_layout, open_h5, select_h5
-from datagen.data.imageset import EVERY_FIFTH_RULE, ImageSet, Selection, array_chunks, every_fifth
+from datagen.data.imageset import EVERY_FIFTH_RULE, SPLITS, ImageSet, Selection, array_chunks, every_fifth
 from datagen.data.torchvision_sets import CELEBA_SHAPE, TORCHVISION, select_celeba, select_torchvision
 
 
@@ -48,8 +49,8 @@ def probe(spec: str, data_root: Path | None = None) -> tuple[int, int, int]:
 
 def load(spec: str, split: str = "train", *, size: int, channels: int, crop: int | None = None,
          data_root: Path | None = None, download: bool = True, progress: Progress = None) -> ImageSet:
-    if split not in ("train", "test"):
-        raise DatagenError(f"unknown split {split!r}: use 'train' or 'test'")
+    if split not in SPLITS:
+        raise DatagenError(f"unknown split {split!r}: use 'train', 'dev' or 'test'")
     check_target(size, channels, crop)
     source = _resolve(spec)
     root = Path(data_root).expanduser() if data_root is not None else DEFAULT_DATA_ROOT

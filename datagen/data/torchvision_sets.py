@@ -1,4 +1,5 @@
-"""The torchvision datasets (MNIST, Fashion-MNIST, SVHN, CIFAR-10, CelebA) as sources, with their official splits."""
+"""The torchvision datasets (MNIST, Fashion-MNIST, SVHN, CIFAR-10, CelebA) as sources, with their official splits
+(dev carved out of the official train split)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import torch
 from datagen.common.errors import DatagenError
 from datagen.data.conform import rows_per_chunk
 from datagen.data.folders import decode
-from datagen.data.imageset import Selection, array_chunks
+from datagen.data.imageset import DEV_RULE, Selection, array_chunks, official
 
 
 TORCHVISION = ("mnist", "fashion-mnist", "svhn", "cifar10", "celeba")
 CELEBA_SHAPE = (218, 178, 3)  # native H×W×C of the aligned CelebA photos
 
 
-# Official train-set sizes: test indices are offset by these so train and test indices never collide.
+# Official train-set sizes: test indices are offset by these so train/dev and test indices never collide.
 _OFFICIAL_TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "svhn": 73257, "cifar10": 50000}
 
 
@@ -61,8 +62,13 @@ def _open_torchvision(name: str, split: str, root: Path, download: bool):
                            f"[{type(error).__name__}: {cause}]") from error
 
 
+def _official_split(split: str) -> str:
+    """The official split a datagen split comes from: dev is carved out of the official train split."""
+    return "test" if split == "test" else "train"
+
+
 def select_torchvision(name: str, split: str, root: Path, download: bool) -> Selection:
-    ds = _open_torchvision(name, split, root, download)
+    ds = _open_torchvision(name, _official_split(split), root, download)
     if name == "svhn":
         images, labels = np.transpose(ds.data, (0, 2, 3, 1)), ds.labels  # SVHN keeps N×C×H×W
         class_names = tuple(str(d) for d in range(10))
@@ -72,16 +78,18 @@ def select_torchvision(name: str, split: str, root: Path, download: bool) -> Sel
         images, labels = ds.data.numpy()[..., None], ds.targets  # MNIST-style N×H×W tensors
         class_names = tuple(str(d) for d in range(10)) if name == "mnist" else tuple(ds.classes)
     labels = np.asarray(labels, dtype=np.int64)
-    everything = np.arange(len(labels))
-    offset = 0 if split == "train" else _OFFICIAL_TRAIN_SIZES[name]
-    rule = f"the official {name} {split} split from torchvision (test indices follow the train set's)"
-    return Selection(array_chunks(images, everything), labels, everything + offset, class_names, rule)
+    picked = official(labels, split)
+    offset = _OFFICIAL_TRAIN_SIZES[name] if split == "test" else 0
+    rule = f"the official {name} train and test splits from torchvision (test indices follow train's); {DEV_RULE}"
+    return Selection(array_chunks(images, picked), labels[picked], picked + offset, class_names, rule)
 
 
 def select_celeba(split: str, root: Path, download: bool) -> Selection:
-    ds = _open_torchvision("celeba", split, root, download)
+    ds = _open_torchvision("celeba", _official_split(split), root, download)
     folder = Path(ds.root) / ds.base_folder / "img_align_celeba"
-    files = [folder / name for name in ds.filename]
+    picked = official(np.zeros(len(ds.filename), dtype=np.int64), split)  # one class: every tenth train image is dev
+    names = [ds.filename[i] for i in picked]
+    files = [folder / name for name in names]
 
     def chunks() -> Iterator[torch.Tensor]:
         # Decode and conform a small batch at a time: 200k native 218×178 photos would not fit in memory.
@@ -89,6 +97,7 @@ def select_celeba(split: str, root: Path, download: bool) -> Selection:
         for start in range(0, len(files), rows):
             yield torch.from_numpy(np.stack([decode(p, folder, grey=False) for p in files[start:start + rows]]))
 
-    indices = np.array([int(Path(name).stem) - 1 for name in ds.filename], dtype=np.int64)  # 000001.jpg -> 0
-    rule = f"the official CelebA {split} split (list_eval_partition.txt) from torchvision"
+    indices = np.array([int(Path(name).stem) - 1 for name in names], dtype=np.int64)  # 000001.jpg -> 0
+    rule = ("the official CelebA train and test splits (list_eval_partition.txt) from torchvision, its valid split "
+            f"unused; {DEV_RULE}")
     return Selection(chunks(), np.zeros(len(files), dtype=np.int64), indices, ("celeba",), rule)

@@ -1,61 +1,67 @@
-"""`datagen evaluate`: does augment's output raise downstream accuracy when labels are few?
+"""`datagen evaluate`: what augment's images add beyond what a user with a few labels can already do.
 
-Protocol (README, "datagen evaluate"): for each labels-per-class budget and repeat, draw the labeled
-seeds from the run's train split (deterministic per repeat), carve a validation split from them,
-and train the same small CNN under each arm — real seeds only, with classical augmentation, plus
-datagen neighbours grown from the training seeds only, and both. Accuracy is measured on the run's
-reserved test split, which the run must provably never have trained on. Arms share the seeds of a
-repeat, so gains are paired differences.
+Protocol (README, "datagen evaluate"): for each labels-per-class budget and repeat, draw the labeled seeds
+from the train split (deterministic per repeat, the same in every arm and every run) and train the same
+classifier under each arm: the seeds alone, with classical augmentation, with the other train images
+labelled by their nearest seed code (pseudo: no G), with G's neighbours grown from seeds and those images
+(gan), and FixMatch on the same images (SSL reference). Accuracy is read on the dev split while settings are
+chosen, and on the test split once for the reported table; the run must provably never have trained on that
+split. Arms share the seeds of a repeat, so gains are paired differences; several GAN trainings (--runs)
+pool their repeats and report the spread between them.
 """
 
 from __future__ import annotations
 
-import math
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
-from datagen.common.version import __version__
 from datagen.classify import reference
+from datagen.classify.fit import predict
 from datagen.common.console import console, progress
 from datagen.common.errors import DatagenError
 from datagen.common.seeds import derive_seed
+from datagen.common.version import __version__
 from datagen.data.imageset import ImageSet, draw_per_class
+from datagen.data.pixels import to_model_input
 from datagen.data.sources import load
-from datagen.eval import downstream, quality
-from datagen.eval.defaults import ARMS, GAN_PER_CLASS
-from datagen.generate.augment import AugmentOptions, augment
+from datagen.eval import downstream, quality, stats
+from datagen.eval.defaults import ALL_ARMS, ARMS, BUDGETS, GAN_PER_CLASS, REPEATS, SPLITS
+from datagen.generate.augment import AugmentOptions, class_pools, grow_in_memory
+from datagen.generate.filter import FILTER_CACHE, filter_classifier
+from datagen.generate.pseudo import nearest_seed
 from datagen.model import checkpoint
-from datagen.model.device import machine
+from datagen.model.device import machine, pick_device
+from datagen.model.latent import Model
 from datagen.train import rundir
 
-
-VAL_SHARE = 5  # one seed in five per class is validation (none when a class has a single seed)
+# Paired comparisons reported (when both arms ran): every arm against real, and each gan arm against its
+# twin without G, which uses the same unlabeled images and labels; Holm corrects them as one family.
+COMPARISONS = (("real+gan", "real+pseudo"), ("real+gan+classic", "real+pseudo+classic"),
+               ("real+gan+classic", "real+classic"), ("real+gan+classic", "fixmatch"))
 
 
 @dataclass
 class EvaluateOptions:
-    run: Path = rundir.RUNS_ROOT / "latest"
-    labels_per_class: tuple[int | None, ...] = (1, 10, 100)  # None: all labels
-    repeats: int = 3
+    runs: tuple[Path, ...] = (rundir.RUNS_ROOT / "latest",)
+    split: str = "test"
+    labels_per_class: tuple[int | None, ...] = BUDGETS  # None: all labels
+    repeats: int = REPEATS
     arms: tuple[str, ...] = ARMS
-    json_path: Path | None = None  # default RUN/evaluation/evaluation.json
+    json_path: Path | None = None  # default RUN/evaluation/evaluation-<split>.json
     gan_per_class: int = GAN_PER_CLASS
     noise: tuple[float, ...] | None = None  # None: augment's default
     mix: float | None = None  # None: augment's default
-    # The gan arms' augment settings that measured best for the downstream classifier (README): grow
-    # also from the train images outside the budget (labels never read) and keep the filter off.
-    unlabeled: bool = True
-    filter: bool = False
-    steps: int = downstream.STEPS
+    unlabeled: bool = True  # gan arms grow from the unlabeled train images too (augment --unlabeled)
+    filter: bool = False  # augment's seed-trained label filter in the gan arms
+    classifier: downstream.Recipe = field(default_factory=downstream.Recipe)
     seed: int = 0
     quality: bool = True
+    device: str = "auto"
     data_root: Path | None = None
     progress: bool = True
 
@@ -63,126 +69,147 @@ class EvaluateOptions:
 @dataclass
 class Evaluation:
     results: list[dict]
+    comparisons: list[dict]
     quality: dict
     config: dict
     paths: dict[str, Path] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"results": self.results, "quality": self.quality, "config": self.config}
+        return {"results": self.results, "comparisons": self.comparisons, "quality": self.quality, "config": self.config}
+
+
+@dataclass
+class Run:
+    """One GAN training under evaluation: its checkpoint, how that was chosen, its saved state, and E and G."""
+    name: str
+    checkpoint: Path
+    chosen_by: str
+    state: dict
+    model: Model
 
 
 def _validate(o: EvaluateOptions) -> None:
     if o.repeats < 1:
         raise DatagenError(f"--repeats {o.repeats}: use at least 1")
+    if o.split not in SPLITS:
+        raise DatagenError(f"--split {o.split}: use dev (to choose settings) or test (the reported table)")
     if not o.labels_per_class or any(k is not None and k < 1 for k in o.labels_per_class):
-        raise DatagenError("--labels-per-class takes positive numbers or 'all', e.g. 1,10,100,all")
-    unknown = [a for a in o.arms if a not in ARMS]
+        raise DatagenError("--labels-per-class takes positive numbers or 'all', e.g. 1,5,10,50")
+    unknown = [a for a in o.arms if a not in ALL_ARMS]
     if unknown or not o.arms:
-        raise DatagenError(f"--arms {','.join(o.arms)}: choose from {', '.join(ARMS)}")
-    if o.gan_per_class < 1 or o.steps < 1:
+        raise DatagenError(f"--arms {','.join(o.arms)}: choose from {', '.join(ALL_ARMS)}")
+    if not o.runs:
+        raise DatagenError("--runs: name at least one run directory or checkpoint")
+    if o.gan_per_class < 1 or o.classifier.steps < 1:
         raise DatagenError("--gan-per-class and --steps must be at least 1")
 
 
-def check_no_test_leak(state: dict, train: ImageSet, test: ImageSet) -> None:
-    """Refuse a run that trained on any test image: by content hashes recorded in its checkpoint, or,
-    for runs from before those were recorded, by the fingerprint of the train split it used."""
+def check_no_leak(state: dict, train: ImageSet, target: ImageSet) -> None:
+    """Refuse a run that trained on any image of the split we measure on: by content hashes recorded in its
+    checkpoint, or, for runs from before those were recorded, by the fingerprint of the train split it used."""
     recorded = state["dataset"].get("image_hashes")
     if recorded is not None:
-        overlap = int(torch.isin(test.image_hashes(), recorded).sum())
+        overlap = int(torch.isin(target.image_hashes(), recorded).sum())
         if overlap:
-            raise DatagenError(f"the run was trained on {overlap} image(s) of {test.source}'s test split; evaluating on "
-                               "them would overstate every number: train a run on the train split only")
+            raise DatagenError(f"the run was trained on {overlap} image(s) of {target.source}'s {target.split} split; "
+                               f"measuring on them would overstate every number: train a new run (datagen train "
+                               f"trains on the train split only)")
         return
     if state["dataset"].get("fingerprint") != train.fingerprint():
-        raise DatagenError(f"cannot prove the run never saw {test.source}'s test split: it was not trained on that "
-                           "source's train split (fingerprints differ); evaluate a run trained with datagen train on it")
+        raise DatagenError(f"cannot prove the run never saw {target.source}'s {target.split} split: it was not trained "
+                           "on that source's train split (fingerprints differ); evaluate a run trained with datagen train")
 
 
-def _draw_seeds(labels: torch.Tensor, n_classes: int, k: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions of (training seeds, validation seeds): K per class, one in VAL_SHARE held out per class."""
-    train_pos, val_pos = [], []
-    for where in draw_per_class(labels, n_classes, k, seed):
-        n_val = len(where) // VAL_SHARE
-        val_pos.append(where[:n_val])
-        train_pos.append(where[n_val:])
-    return torch.cat(train_pos), torch.cat(val_pos)
-
-
-def _generate(o: EvaluateOptions, ckpt: Path, seed_indices: torch.Tensor, repeat_seed: int, folder: Path,
-              unlabeled_indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """datagen images labelled by exactly these seeds (grown from them, and from `unlabeled_indices` when
-    o.unlabeled), through the augment library; every label's seed is verified to be in the budget."""
-    out = folder / f"gan-{repeat_seed}-{len(seed_indices)}.h5"
-    extra = {key: value for key, value in (("noise", o.noise), ("mix", o.mix)) if value is not None}
-    if o.unlabeled and unlabeled_indices is not None and len(unlabeled_indices):  # none left at --labels-per-class all
-        extra.update(unlabeled=True, unlabeled_indices=tuple(unlabeled_indices.tolist()))
-    augment(AugmentOptions(run=ckpt, per_class=o.gan_per_class, seed_indices=tuple(seed_indices.tolist()), out=out,
-                           filter=o.filter, seed=repeat_seed, data_root=o.data_root, progress=False, **extra))
-    with h5py.File(out, "r") as f:
-        images, labels, grown_from = f["images"][:], f["labels"][:], f["seed_index"][:]
-    if not np.isin(grown_from, seed_indices.numpy()).all():
-        raise RuntimeError("augment used a seed outside the labels budget")  # would be a leak: never report it
-    return torch.from_numpy(images), torch.from_numpy(labels)
+def _open_runs(o: EvaluateOptions, device: torch.device) -> list[Run]:
+    """Each run's checkpoint and model; they must share one source and image shape."""
+    runs: list[Run] = []
+    for path in o.runs:
+        ckpt = rundir.checkpoint_of(path)
+        state = checkpoint.load(ckpt)
+        if runs and ((state["dataset"]["source"], state["recipe"]["image"])
+                     != (runs[0].state["dataset"]["source"], runs[0].state["recipe"]["image"])):
+            raise DatagenError(f"--runs: {path} was trained on other data or image sizes than {o.runs[0]}; "
+                               "pool only trainings of one recipe on one dataset")
+        runs.append(Run(name=rundir.folder_of(ckpt).name, checkpoint=ckpt, chosen_by=rundir.chosen_by(path),
+                        state=state, model=checkpoint.load_model(state, device)))
+    if len({r.name for r in runs}) < len(runs):  # e.g. two checkpoint files in one folder
+        for r in runs:
+            r.name = str(r.checkpoint)
+    return runs
 
 
 def evaluate(o: EvaluateOptions) -> Evaluation:
     _validate(o)
     started = time.perf_counter()
-    ckpt = rundir.checkpoint_of(o.run)
-    state = checkpoint.load(ckpt)
+    device = pick_device(o.device)
+    runs = _open_runs(o, device)
+    state = runs[0].state
     img = state["recipe"]["image"]
     size, channels, crop = img["size"], img["channels"], img.get("crop")
     source = state["dataset"]["source"]
     train = load(source, "train", size=size, channels=channels, crop=crop, data_root=o.data_root)
-    test = load(source, "test", size=size, channels=channels, crop=crop, data_root=o.data_root)
-    if len(test) == 0:
-        raise DatagenError(f"{source} has no test split ({train.split_rule}): evaluate a run trained on a dataset "
+    target = load(source, o.split, size=size, channels=channels, crop=crop, data_root=o.data_root)
+    if len(target) == 0:
+        raise DatagenError(f"{source} has no {o.split} split ({train.split_rule}): evaluate a run trained on a dataset "
                            "that has one")
-    check_no_test_leak(state, train, test)
+    for run in runs:
+        check_no_leak(run.state, train, target)
     n_classes = len(train.class_names)
-    json_path = o.json_path or rundir.folder_of(ckpt) / "evaluation" / "evaluation.json"
+    json_path = o.json_path or rundir.folder_of(runs[0].checkpoint) / "evaluation" / f"evaluation-{o.split}.json"
     rundir.ensure_writable(json_path.parent, "the evaluation folder", "choose a writable --json path")
-    runs: dict[tuple[int | None, str], list[dict]] = {}
-    fakes: list[tuple[torch.Tensor, torch.Tensor]] = []
-    jobs = len(o.labels_per_class) * o.repeats
-    with tempfile.TemporaryDirectory(prefix="datagen-eval-") as tmp, progress() as bar:
-        task = bar.add_task("evaluate", total=jobs * len(o.arms), info="", visible=o.progress and console.is_terminal)
+    entries: dict[tuple[int | None, str], list[dict]] = {}
+    fakes: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {r.name: [] for r in runs}
+    shared = [a for a in o.arms if "gan" not in a and "pseudo" not in a]  # the same for every GAN training
+    per_run = [a for a in o.arms if a not in shared]
+    jobs = len(o.labels_per_class) * o.repeats * (len(shared) + len(per_run) * len(runs))
+    with progress() as bar:
+        task = bar.add_task(f"evaluate on {o.split}", total=jobs, info="", visible=o.progress and console.is_terminal)
         for k in o.labels_per_class:
             for r in range(o.repeats):
                 repeat_seed = derive_seed("evaluate-repeat", o.seed, r)
-                train_pos, val_pos = _draw_seeds(train.labels, n_classes, k, repeat_seed)
-                gen = None
-                if any("gan" in arm for arm in o.arms):
-                    outside = torch.ones(len(train), dtype=torch.bool)
-                    outside[train_pos], outside[val_pos] = False, False  # validation seeds stay unseen
-                    gen = _generate(o, ckpt, train.indices[train_pos], repeat_seed, Path(tmp), train.indices[outside])
-                    fakes.append(gen)
-                for arm in o.arms:
+                picked = [where.sort().values for where in draw_per_class(train.labels, n_classes, k, repeat_seed)]
+                chosen = torch.cat(picked)
+                unlabeled = torch.ones(len(train), dtype=torch.bool)
+                unlabeled[chosen] = False
+                rest = torch.nonzero(unlabeled).flatten()
+                common = {"repeat": r, "seed": repeat_seed, "labeled": len(chosen), "unlabeled": len(rest)}
+                for arm in shared:
                     bar.update(task, info=f"{budget_label(k)} labels/class, repeat {r + 1}, {arm}")
-                    use_gan = "gan" in arm
-                    net = downstream.train(
-                        downstream.TrainingSet(train.images[train_pos], train.labels[train_pos],
-                                               *(gen if use_gan else (None, None))),
-                        train.images[val_pos], train.labels[val_pos], n_classes,
-                        classic="classic" in arm, seed=repeat_seed, steps=o.steps)
-                    acc = downstream.accuracy(net, test.images, test.labels)
-                    runs.setdefault((k, arm), []).append({"repeat": r, "seed": repeat_seed, "accuracy": acc,
-                                                          "train_seeds": len(train_pos), "val_seeds": len(val_pos)})
+                    acc = _fit_arm(o, arm, train, chosen, rest, None, n_classes, repeat_seed, target, device)
+                    for run in runs:  # one fit serves every run: pairing stays by (run, repeat)
+                        entries.setdefault((k, arm), []).append({**common, "run": run.name, "accuracy": acc})
                     bar.advance(task)
-    results = _summarise(runs, o)
-    quality_numbers = _quality(o, ckpt, state, train, test, fakes) if o.quality else {}
-    config = {"run": str(ckpt), "source": source, "test_images": len(test), "train_images": len(train),
-              "labels_per_class": [budget_label(k) for k in o.labels_per_class], "repeats": o.repeats, "arms": list(o.arms),
-              "gan_per_class": o.gan_per_class, "noise": list(o.noise) if o.noise else "augment default",
-              "mix": o.mix if o.mix is not None else "augment default", "unlabeled": o.unlabeled, "filter": o.filter,
-              "classifier": {"net": "small_cnn", "steps": o.steps, "batch": downstream.BATCH, "lr": downstream.LR,
-                             "optimizer": "Adam", "eval_every": downstream.EVAL_EVERY,
-                             "val_share": f"1 in {VAL_SHARE} seeds per class",
-                             "gan_batch_mix": "half real, half generated"},
-              "seed": o.seed, "seconds": round(time.perf_counter() - started, 1),
+                if not per_run:
+                    continue
+                for run in runs:
+                    extra = _extra_data(o, run, train, picked, chosen, rest, repeat_seed)
+                    if "generated" in extra:
+                        fakes[run.name].append(extra["generated"])
+                    for arm in per_run:
+                        bar.update(task, info=f"{budget_label(k)} labels/class, repeat {r + 1}, {run.name}, {arm}")
+                        acc = _fit_arm(o, arm, train, chosen, rest, extra, n_classes, repeat_seed, target, device)
+                        entry = {**common, "run": run.name, "accuracy": acc}
+                        if "pseudo" in arm:
+                            entry["pseudo_label_accuracy"] = extra["pseudo_label_accuracy"]
+                        entries.setdefault((k, arm), []).append(entry)
+                        bar.advance(task)
+    results = [_summary(k, arm, rows) for (k, arm), rows in entries.items()]
+    comparisons = _comparisons(entries)
+    quality_numbers = _quality(o, runs, train, target, fakes) if o.quality else {}
+    config = {"runs": [{"name": r.name, "checkpoint": str(r.checkpoint), "checkpoint_chosen_by": r.chosen_by}
+                       for r in runs],
+              "source": source, "split": o.split, "split_rule": target.split_rule, "split_images": len(target),
+              "train_images": len(train), "labels_per_class": [budget_label(k) for k in o.labels_per_class],
+              "repeats": o.repeats, "arms": list(o.arms), "gan_per_class": o.gan_per_class,
+              "noise": list(o.noise) if o.noise else "augment default", "mix": o.mix if o.mix is not None else "augment default",
+              "unlabeled": o.unlabeled, "filter": o.filter, "classifier": o.classifier.to_dict(), "seed": o.seed,
+              "seconds": round(time.perf_counter() - started, 1), "device": str(device),
               "versions": {"datagen": __version__, "torch": torch.__version__, "python": platform.python_version()},
-              "machine": machine(torch.device("cpu"))}  # evaluate trains and measures on the CPU
-    evaluation = Evaluation(results=results, quality=quality_numbers, config=config)
+              "machine": machine(device)}
+    if "fixmatch" in o.arms:
+        from datagen.eval import fixmatch
+        config["fixmatch"] = fixmatch.SETTINGS
+    evaluation = Evaluation(results=results, comparisons=comparisons, quality=quality_numbers, config=config)
     from datagen.eval.report import write_all  # matplotlib is imported only when writing the plot
 
     evaluation.paths = write_all(evaluation, json_path)
@@ -193,46 +220,109 @@ def budget_label(k: int | None) -> int | str:
     return "all" if k is None else k
 
 
-def _summarise(runs: dict, o: EvaluateOptions) -> list[dict]:
-    results = []
-    for (k, arm), entries in runs.items():
-        accs = np.array([e["accuracy"] for e in entries])
-        row = {"labels_per_class": budget_label(k), "arm": arm, "mean": float(accs.mean()),
-               "std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0, "runs": entries}
-        if arm != "real" and (k, "real") in runs:
-            base = np.array([e["accuracy"] for e in runs[(k, "real")]])
-            row["gain_over_real"] = _paired(accs - base)
-        if arm == "real+gan+classic" and (k, "real+classic") in runs:
-            base = np.array([e["accuracy"] for e in runs[(k, "real+classic")]])
-            row["gain_over_real+classic"] = _paired(accs - base)
-        results.append(row)
-    return results
+def _extra_data(o: EvaluateOptions, run: Run, train: ImageSet, picked: list[torch.Tensor], chosen: torch.Tensor,
+                rest: torch.Tensor, repeat_seed: int) -> dict:
+    """What one GAN training adds in a repeat: the unlabeled images' nearest-seed labels (pseudo) and G's
+    neighbours of seeds and those images (generated), exactly as augment would grow them, in memory."""
+    model = run.model
+    z_seeds = model.encode_all(train.images[chosen])
+    if len(rest):
+        z_rest = model.encode_all(train.images[rest])
+        owner = chosen[nearest_seed(model, z_seeds, z_rest)]
+    else:  # every label is in the budget: nothing is unlabeled
+        z_rest, owner = z_seeds[:0], chosen[:0]
+    pseudo_labels = train.labels[owner]
+    extra: dict = {"pseudo": (train.images[rest], pseudo_labels),
+                   "pseudo_label_accuracy": float((pseudo_labels == train.labels[rest]).float().mean()) if len(rest) else 1.0}
+    if any("gan" in arm for arm in o.arms):
+        grow_from_rest = o.unlabeled and len(rest) > 0
+        z = torch.cat([z_seeds, z_rest]) if grow_from_rest else z_seeds
+        owners = torch.cat([chosen, owner]) if grow_from_rest else chosen
+        options = AugmentOptions(per_class=o.gan_per_class, filter=o.filter, seed=repeat_seed, progress=False,
+                                 **{k: v for k, v in (("noise", o.noise), ("mix", o.mix)) if v is not None})
+        judge = None
+        if o.filter:
+            device = z_seeds.device
+            judge = filter_classifier(rundir.folder_of(run.checkpoint) / FILTER_CACHE, train.images[chosen],
+                                      to_model_input(train.images[chosen]).to(device), train.labels[chosen].to(device),
+                                      len(picked), repeat_seed)
+        images, labels, grown_from = grow_in_memory(model, options, class_pools(z, owners, train.labels, len(picked)),
+                                                    picked, train, judge)
+        if not torch.isin(grown_from, train.indices[chosen]).all():
+            raise RuntimeError("a neighbour's label came from outside the labels budget")  # a leak: never report it
+        extra["generated"] = (images, labels)
+    return extra
 
 
-def _paired(diff: np.ndarray) -> dict:
-    """Mean paired gain, its 95% t-interval and a two-sided paired t-test over repeats."""
-    from scipy import stats  # scipy is slow to import; only evaluate's summary needs it
-    n = len(diff)
-    out = {"mean": float(diff.mean()), "ci95": None, "p_value": None}
-    if n > 1:
-        sd = diff.std(ddof=1)
-        half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-        out["ci95"] = [float(diff.mean() - half), float(diff.mean() + half)]
-        out["p_value"] = float(stats.ttest_1samp(diff, 0.0).pvalue) if sd > 0 else (0.0 if diff.mean() else 1.0)
+def _fit_arm(o: EvaluateOptions, arm: str, train: ImageSet, chosen: torch.Tensor, rest: torch.Tensor,
+             extra: dict | None, n_classes: int, seed: int, target: ImageSet, device: torch.device) -> float:
+    labeled = downstream.TrainingSet(train.images[chosen], train.labels[chosen])
+    if arm == "fixmatch":
+        from datagen.eval import fixmatch  # the SSL reference, on request only
+
+        net = fixmatch.train(labeled, train.images[rest], n_classes, seed=seed, recipe=o.classifier, device=device)
+        return downstream.accuracy(net, target.images, target.labels)
+    if extra is not None:
+        labeled.extra_images, labeled.extra_labels = extra["generated" if "gan" in arm else "pseudo"]
+    net = downstream.train(labeled, n_classes, classic_aug="classic" in arm, seed=seed, recipe=o.classifier,
+                           device=device)
+    return downstream.accuracy(net, target.images, target.labels)
+
+
+def _summary(k: int | None, arm: str, rows: list[dict]) -> dict:
+    accs = np.array([e["accuracy"] for e in rows])
+    by_run: dict[str, list[float]] = {}
+    for e in rows:
+        by_run.setdefault(e["run"], []).append(e["accuracy"])
+    run_means = {name: float(np.mean(v)) for name, v in by_run.items()}
+    out = {"labels_per_class": budget_label(k), "arm": arm, "mean": float(accs.mean()),
+           "std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0, "worst": float(accs.min()),
+           "run_means": run_means, "runs": rows}
+    if len(run_means) > 1:  # the spread a user meets when they train one GAN
+        values = np.array(list(run_means.values()))
+        out["between_runs"] = {"std": float(values.std(ddof=1)), "range": float(values.max() - values.min())}
+    if rows and "pseudo_label_accuracy" in rows[0]:
+        out["pseudo_label_accuracy"] = float(np.mean([e["pseudo_label_accuracy"] for e in rows]))
     return out
 
 
-def _quality(o: EvaluateOptions, ckpt: Path, state: dict, train: ImageSet, test: ImageSet,
-             fakes: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
-    console.print("measuring the encoder and generator (1-NN, linear probe, reconstructions, FID, precision/recall)")
-    ref = reference.load_or_fit(rundir.folder_of(ckpt), train, lambda: test)
-    model = checkpoint.load_model(state)
-    numbers = {"reference_test_accuracy": ref.test_accuracy,
-               **quality.latent_classification(model, train.images, train.labels, test.images, test.labels),
-               **quality.reconstruction(model, ref, test.images, test.labels, seed=o.seed)}
-    if fakes:
-        fake_images = torch.cat([f[0] for f in fakes])
-        fake_labels = torch.cat([f[1] for f in fakes])
-        numbers.update(quality.generated_quality(ref, test.images, fake_images, fake_labels, seed=o.seed))
-        numbers["generated_images_judged"] = len(fake_images)
+def _comparisons(entries: dict[tuple[int | None, str], list[dict]]) -> list[dict]:
+    """Paired gains (matched by run and repeat) for COMPARISONS and every arm against real; Holm over them all."""
+    found = []
+    for k in dict.fromkeys(k for k, _ in entries):
+        pairs = [(arm, "real") for (kk, arm) in entries if kk == k and arm != "real"] + list(COMPARISONS)
+        for arm, base in dict.fromkeys(pairs):
+            if (k, arm) not in entries or (k, base) not in entries:
+                continue
+            base_acc = {(e["run"], e["repeat"]): e["accuracy"] for e in entries[(k, base)]}
+            diff = np.array([e["accuracy"] - base_acc[(e["run"], e["repeat"])] for e in entries[(k, arm)]])
+            found.append({"labels_per_class": budget_label(k), "arm": arm, "over": base, **stats.paired(diff)})
+    for row, adjusted in zip(found, stats.holm([row["p_value"] for row in found])):
+        row["p_holm"] = adjusted
+    return found
+
+
+def _quality(o: EvaluateOptions, runs: list[Run], train: ImageSet, target: ImageSet,
+             fakes: dict[str, list[tuple[torch.Tensor, torch.Tensor]]]) -> dict:
+    """E and G in numbers, per run, in the reference classifier's feature space; beside them the floor: the same
+    numbers for real train images against the real images of the split."""
+    console.print("measuring E and G: 1-NN, linear probe, reconstructions, prior samples and neighbours (FID, KID, "
+                  "precision/recall/density/coverage), against the real-vs-real floor")
+    ref = reference.load_or_fit(rundir.folder_of(runs[0].checkpoint), train, lambda: target)
+    n = len(target)
+    floor_pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(o.seed))[:n]
+    numbers: dict = {
+        "reference_accuracy": (predict(ref.net, to_model_input(target.images)) == target.labels).float().mean().item(),
+        "floor_real_train_vs_split": quality.distribution_quality(ref, target.images, train.images[floor_pick], o.seed),
+        "runs": {}}
+    for run in runs:
+        model = checkpoint.load_model(run.state)  # on the CPU, beside the reference net
+        per = {**quality.latent_classification(model, train.images, train.labels, target.images, target.labels),
+               **quality.reconstruction(model, ref, target.images, target.labels, seed=o.seed)}
+        per["prior_samples"] = quality.distribution_quality(ref, target.images, quality.prior_samples(model, n, o.seed),
+                                                            o.seed)
+        if fakes[run.name]:
+            images, labels = (torch.cat(parts) for parts in zip(*fakes[run.name]))
+            per["neighbours"] = quality.generated_quality(ref, target.images, images, labels, o.seed)
+        numbers["runs"][run.name] = per
     return numbers

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from datagen.common.version import __version__
 from datagen.classify.fit import probabilities
@@ -31,11 +30,13 @@ from datagen.data.pixels import to_model_input
 from datagen.data.sources import load, probe
 from datagen.generate.filter import FILTER_CACHE, FilterCapError, filter_classifier
 from datagen.generate.neighbours import DEFAULT_NOISE, batch_generator, candidates, neighbours, pick_seeds
+from datagen.generate.pseudo import nearest_seed
 from datagen.model import checkpoint, speed
 from datagen.model.device import pick_device
 from datagen.model.latent import Model
 from datagen.store import writers
 from datagen.store.base import Writer
+from datagen.store.memory import MemoryWriter
 from datagen.train import rundir
 from datagen.train.rundir import RUNS_ROOT
 
@@ -191,23 +192,38 @@ def _unlabeled_positions(o: AugmentOptions, seeds: ImageSet, chosen: torch.Tenso
     return torch.nonzero(rest).flatten()
 
 
+@torch.inference_mode()
 def _pools(model: Model, seeds: ImageSet, n_classes: int, chosen: torch.Tensor, x_seeds: torch.Tensor,
            unlabeled: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per class, the codes to grow from and, for each, the position of the labeled seed its label comes from.
 
     Without `unlabeled` these are the class's seeds. With it, each unlabeled image joins the class of
-    its nearest seed code (cosine, about the sphere's centre): no label beyond the seeds' is used, and
-    the filter, when on, still judges each neighbour.
+    its nearest seed code (datagen.generate.pseudo): no label beyond the seeds' is used, and the filter,
+    when on, still judges each neighbour.
     """
     z_seeds = model.encode_all(x_seeds)
-    owner, z_all = chosen.clone(), z_seeds
-    if unlabeled is not None:
-        z_rest = model.encode_all(seeds.images[unlabeled])
-        center = model.recipe.latent.center
-        nearest = (F.normalize(z_rest - center, dim=1) @ F.normalize(z_seeds - center, dim=1).T).argmax(1).cpu()
-        owner, z_all = torch.cat([owner, chosen[nearest]]), torch.cat([z_seeds, z_rest])
-    labels = seeds.labels[owner]
-    return [(z_all[(labels == c).to(z_all.device)], owner[labels == c]) for c in range(n_classes)]
+    if unlabeled is None:
+        return class_pools(z_seeds, chosen, seeds.labels, n_classes)
+    z_rest = model.encode_all(seeds.images[unlabeled])
+    owner = chosen[nearest_seed(model, z_seeds, z_rest)]
+    return class_pools(torch.cat([z_seeds, z_rest]), torch.cat([chosen, owner]), seeds.labels, n_classes)
+
+
+def class_pools(z: torch.Tensor, owner: torch.Tensor, labels: torch.Tensor,
+                n_classes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per class, the codes whose label (that of their owner seed) is the class, and those owners' positions."""
+    label = labels[owner]
+    return [(z[(label == c).to(z.device)], owner[label == c]) for c in range(n_classes)]
+
+
+def grow_in_memory(model: Model, o: AugmentOptions, pools: list[tuple[torch.Tensor, torch.Tensor]],
+                   picked: list[torch.Tensor], seeds: ImageSet,
+                   classifier: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The neighbours augment would write for these pools and options, as (uint8 images, labels, seed source
+    indices) in memory: what evaluate trains on, without a file round trip per repeat."""
+    writer = MemoryWriter(tuple(seeds.images.shape[1:]), list(seeds.class_names))
+    _generate(model, o, writer, pools, picked, seeds, classifier)
+    return tuple(torch.from_numpy(column) for column in writer.columns())  # type: ignore[return-value]
 
 
 @torch.inference_mode()

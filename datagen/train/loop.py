@@ -354,12 +354,9 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
             measured = monitor.measure(model, images, out / "samples", epoch)
             record = {"epoch": epoch, "step": step, "event": "epoch", "epoch_seconds": round(time.perf_counter() - epoch_start, 2), **measured}
             metrics.write(record)
-            improved = measured["fidelity"] is not None and (best is None or measured["fidelity"] > best)
-            if improved:
-                best = measured["fidelity"]
-            save("last.pt", epoch, 0)
-            if improved:
-                save("best.pt", epoch, 0)
+            if measured["fidelity"] is not None and (best is None or measured["fidelity"] > best):
+                best = measured["fidelity"]  # a diagnostic (run.json): it chooses no checkpoint
+            save("last.pt", epoch, 0)  # the checkpoint augment and evaluate use: no label chooses it (rundir.CHOSEN_BY)
             result.last_epoch = record
             fid = "n/a" if measured["fidelity"] is None else f"{measured['fidelity']:.1%}"
             shown = f"fidelity {fid} recon {measured['recon_error']:.3f}"

@@ -15,12 +15,19 @@ from datagen.common.files import safe_name, write_json, write_text
 RUNS_ROOT = Path("runs")
 
 
+# How the checkpoint of a run directory is chosen. Not by label fidelity: that needs every train label, which a
+# user with a few labels per class does not have (label fidelity stays a per-epoch diagnostic in metrics.jsonl).
+CHOSEN_BY = "the last epoch's checkpoint (checkpoints/last.pt): chosen without any label"
+
+
 def checkpoint_of(run: Path) -> Path:
-    """The checkpoint a command uses for RUN: a run directory's best (else last), or RUN itself if it is a file."""
-    if run.is_dir():
-        best = run / "checkpoints" / "best.pt"
-        return best if best.is_file() else run / "checkpoints" / "last.pt"
-    return run
+    """The checkpoint a command uses for RUN: a run directory's last.pt, or RUN itself if it is a file."""
+    return run / "checkpoints" / "last.pt" if run.is_dir() else run
+
+
+def chosen_by(run: Path) -> str:
+    """One sentence saying how `checkpoint_of(run)` was chosen (recorded by evaluate)."""
+    return CHOSEN_BY if run.is_dir() else "the checkpoint file given on the command line"
 
 
 def folder_of(checkpoint: Path) -> Path:
