@@ -105,6 +105,8 @@ def test_several_runs_pool_repeats_and_report_their_spread(run, tmp_path):
     rows = {r["arm"]: r for r in result.results}
     assert all(len(r["runs"]) == 4 and set(r["run_means"]) == {"tiny-run", "twin"} for r in rows.values())
     assert rows["real+gan"]["between_runs"]["std"] == pytest.approx(0)  # the same weights twice: no spread
+    gain = next(c for c in result.comparisons if c["arm"] == "real+gan" and c["over"] == "real")
+    assert gain["pairs"] == 2  # one pair per repeat: the shared real arm is not counted once per run
     assert result.config["runs"][1]["checkpoint"].endswith("twin/checkpoints/last.pt")
 
 

@@ -11,4 +11,4 @@ REPEATS = 10
 SPLITS = ("dev", "test")
 GAN_PER_CLASS = 500  # generated images per class in the gan arms
 # The downstream classifier (datagen.eval.downstream.Recipe), chosen on dev with the real and real+classic arms.
-CLASSIFIER = {"width": 16, "dropout": 0.3, "steps": 1000, "batch": 64, "lr": 3e-3, "weight_decay": 5e-4}
+CLASSIFIER = {"width": 16, "dropout": 0.3, "steps": 1000, "batch": 64, "lr": 1e-2, "weight_decay": 5e-4}

@@ -287,7 +287,12 @@ def _summary(k: int | None, arm: str, rows: list[dict]) -> dict:
 
 
 def _comparisons(entries: dict[tuple[int | None, str], list[dict]]) -> list[dict]:
-    """Paired gains (matched by run and repeat) for COMPARISONS and every arm against real; Holm over them all."""
+    """Paired gains for COMPARISONS and every arm against real; Holm over them all.
+
+    A repeat is one pair: its differences are averaged over the runs first. The arms without G are fitted
+    once per repeat and shared by every run, so counting (run, repeat) pairs would count them several times
+    and make the intervals too narrow.
+    """
     found = []
     for k in dict.fromkeys(k for k, _ in entries):
         pairs = [(arm, "real") for (kk, arm) in entries if kk == k and arm != "real"] + list(COMPARISONS)
@@ -295,7 +300,10 @@ def _comparisons(entries: dict[tuple[int | None, str], list[dict]]) -> list[dict
             if (k, arm) not in entries or (k, base) not in entries:
                 continue
             base_acc = {(e["run"], e["repeat"]): e["accuracy"] for e in entries[(k, base)]}
-            diff = np.array([e["accuracy"] - base_acc[(e["run"], e["repeat"])] for e in entries[(k, arm)]])
+            per_repeat: dict[int, list[float]] = {}
+            for e in entries[(k, arm)]:
+                per_repeat.setdefault(e["repeat"], []).append(e["accuracy"] - base_acc[(e["run"], e["repeat"])])
+            diff = np.array([np.mean(d) for d in per_repeat.values()])
             found.append({"labels_per_class": budget_label(k), "arm": arm, "over": base, **stats.paired(diff)})
     for row, adjusted in zip(found, stats.holm([row["p_value"] for row in found])):
         row["p_holm"] = adjusted

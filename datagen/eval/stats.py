@@ -8,7 +8,8 @@ import numpy as np
 
 
 def paired(diff: np.ndarray) -> dict:
-    """Mean paired gain over matched repeats, its 95% t-interval and a two-sided paired t-test (p unadjusted)."""
+    """Mean paired gain over matched repeats, its 95% t-interval and a two-sided paired t-test (p unadjusted);
+    `pairs` is the number of repeats."""
     from scipy import stats  # scipy is slow to import; only evaluate's summary needs it
 
     n = len(diff)

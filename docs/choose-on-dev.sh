@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# How the benchmark's defaults were chosen (README, "datagen evaluate"): on the dev split, never on test.
+#   1. train N GAN runs (different seeds) of the default recipe;
+#   2. the downstream classifier's recipe: candidates compared on dev with the real and real+classic arms only;
+#   3. the gan arms' settings (noise, unlabeled images, filter) compared on dev with the chosen classifier;
+#   4. the reported tables: every default arm on dev and, once, on test, pooled over the N runs.
+# Runs several evaluations at once (one process per job); on a GPU machine the classifiers train on the GPU.
+# Usage: bash docs/choose-on-dev.sh OUT   (env: DATASET, EPOCHS, RUNS, BUDGETS, REPEATS, SWEEP_REPEATS, FIXMATCH_BUDGETS, FIXMATCH_REPEATS, JOBS, TRAIN_ARGS, EXTRA)
+set -euo pipefail
+OUT=${1:?give an output folder}
+DATASET=${DATASET:-mnist-5k}; EPOCHS=${EPOCHS:-10}; RUNS=${RUNS:-3}; BUDGETS=${BUDGETS:-1,5,10,50}
+REPEATS=${REPEATS:-10}; SWEEP_REPEATS=${SWEEP_REPEATS:-10}; JOBS=${JOBS:-8}; FIXMATCH_BUDGETS=${FIXMATCH_BUDGETS:-$BUDGETS}; FIXMATCH_REPEATS=${FIXMATCH_REPEATS:-$REPEATS}; TRAIN_ARGS=${TRAIN_ARGS:-}; EXTRA=${EXTRA:-}
+mkdir -p "$OUT"/{runs,classifier,gan,final}
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/progress.log"; }
+pool() { xargs -P "$JOBS" -I{} bash -c '{}' ; }  # one shell line per job on stdin
+
+log "1. training $RUNS runs of $DATASET ($EPOCHS epochs)"
+for i in $(seq 1 "$RUNS"); do
+  echo "datagen train $DATASET --epochs $EPOCHS --seed $i --out $OUT/runs/run$i $TRAIN_ARGS > $OUT/runs/run$i.log 2>&1"
+done | pool || log "   some jobs failed (a setting that cannot run): see the .log files beside their JSON"
+RUN1=$OUT/runs/run1
+RUNLIST=$(ls -d "$OUT"/runs/run*/ | sed 's:/$::' | paste -sd, -)
+
+log "2. classifier candidates on dev (real, real+classic)"
+CANDIDATES=(
+  "c1 --lr 3e-3 --weight-decay 5e-4 --width 16 --steps 1000"
+  "c2 --lr 1e-3 --weight-decay 5e-4 --width 16 --steps 1000"
+  "c3 --lr 1e-2 --weight-decay 5e-4 --width 16 --steps 1000"
+  "c4 --lr 3e-3 --weight-decay 5e-2 --width 16 --steps 1000"
+  "c5 --lr 3e-3 --weight-decay 5e-4 --width 24 --steps 1000"
+  "c6 --lr 3e-3 --weight-decay 5e-4 --width 16 --steps 1500"
+)
+for c in "${CANDIDATES[@]}"; do
+  set -- $c; name=$1; shift
+  echo "datagen evaluate --run $RUN1 --split dev --arms real,real+classic --labels-per-class $BUDGETS --repeats $SWEEP_REPEATS --no-quality $* $EXTRA --json $OUT/classifier/$name.json > $OUT/classifier/$name.log 2>&1"
+done | pool || log "   some jobs failed (a setting that cannot run): see the .log files beside their JSON"
+python - "$OUT" <<'PY' | tee -a "$OUT/progress.log"
+import json, sys, glob, os
+out = sys.argv[1]
+scores = {}
+for path in sorted(glob.glob(f"{out}/classifier/c*.json")):
+    ev = json.load(open(path))
+    scores[os.path.basename(path)[:-5]] = (sum(r["mean"] for r in ev["results"]) / len(ev["results"]), ev["config"]["classifier"])
+best = max(scores, key=lambda k: scores[k][0])
+for k, (s, c) in scores.items():
+    print(f"{k} dev mean over budgets and both arms {100 * s:.2f}%  {c}")
+print("chosen", best)
+open(f"{out}/classifier/chosen", "w").write(best)
+PY
+CHOSEN=$(cat "$OUT/classifier/chosen")
+for c in "${CANDIDATES[@]}"; do set -- $c; [ "$1" = "$CHOSEN" ] && { shift; CLF="$*"; }; done
+log "   chosen classifier: $CHOSEN ($CLF)"
+
+log "3. gan-arm settings on dev (chosen classifier)"
+SETTINGS=(
+  "g-noise0.25 --noise 0.25"
+  "g-noise0.5 --noise 0.5"
+  "g-noise1.0 --noise 1.0"
+  "g-seeds-only --seeds-only"
+  "g-filter --filter"
+)
+for s in "${SETTINGS[@]}"; do
+  set -- $s; name=$1; shift
+  echo "datagen evaluate --runs $RUNLIST --split dev --arms real+gan,real+gan+classic --labels-per-class $BUDGETS --repeats $(( (SWEEP_REPEATS + 1) / 2 )) --no-quality $CLF $* $EXTRA --json $OUT/gan/$name.json > $OUT/gan/$name.log 2>&1"
+done | pool || log "   some jobs failed (a setting that cannot run): see the .log files beside their JSON"
+python - "$OUT" <<'PY' | tee -a "$OUT/progress.log"
+import json, sys, glob, os
+out = sys.argv[1]
+scores = {}
+for path in sorted(glob.glob(f"{out}/gan/g-*.json")):
+    ev = json.load(open(path))
+    rows = {(r["labels_per_class"], r["arm"]): r["mean"] for r in ev["results"]}
+    mean = sum(rows.values()) / len(rows)
+    scores[os.path.basename(path)[:-5]] = mean
+    print(f"{os.path.basename(path)[:-5]:14s} dev mean {100 * mean:.2f}%  " + "  ".join(f"{k}/{a}: {100 * v:.1f}" for (k, a), v in rows.items()))
+best = max(scores, key=scores.get)
+print("chosen", best)
+open(f"{out}/gan/chosen", "w").write(best)
+PY
+GAN_CHOSEN=$(cat "$OUT/gan/chosen")
+for s in "${SETTINGS[@]}"; do set -- $s; [ "$1" = "$GAN_CHOSEN" ] && { shift; GAN_SETTINGS="$*"; }; done
+log "   chosen gan settings: $GAN_CHOSEN ($GAN_SETTINGS)"
+
+log "4. the tables: every default arm, dev then test, pooled over $RUNS runs"
+for split in dev test; do
+  for k in ${BUDGETS//,/ }; do
+    echo "datagen evaluate --runs $RUNLIST --split $split --labels-per-class $k --repeats $REPEATS $CLF $GAN_SETTINGS $EXTRA --json $OUT/final/$split-$k.json > $OUT/final/$split-$k.log 2>&1"
+  done
+  for k in ${FIXMATCH_BUDGETS//,/ }; do  # the SSL reference: independent of the GAN runs
+    echo "datagen evaluate --run $RUN1 --split $split --arms fixmatch --labels-per-class $k --repeats $FIXMATCH_REPEATS --no-quality $CLF $EXTRA --json $OUT/final/fixmatch-$split-$k.json > $OUT/final/fixmatch-$split-$k.log 2>&1"
+  done
+done | pool || log "   some jobs failed (a setting that cannot run): see the .log files beside their JSON"
+log "done"
