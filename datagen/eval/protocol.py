@@ -31,9 +31,8 @@ from datagen.data.pixels import to_model_input
 from datagen.data.sources import load
 from datagen.eval import downstream, quality, stats
 from datagen.eval.defaults import ALL_ARMS, ARMS, BUDGETS, GAN_PER_CLASS, REPEATS, SPLITS
-from datagen.generate.augment import AugmentOptions, class_pools, grow_in_memory
+from datagen.generate.augment import AugmentOptions, class_pools, codes_and_owners, grow_in_memory
 from datagen.generate.filter import FILTER_CACHE, filter_classifier
-from datagen.generate.pseudo import nearest_seed
 from datagen.model import checkpoint
 from datagen.model.device import machine, pick_device
 from datagen.model.latent import Model
@@ -225,29 +224,22 @@ def _extra_data(o: EvaluateOptions, run: Run, train: ImageSet, picked: list[torc
     """What one GAN training adds in a repeat: the unlabeled images' nearest-seed labels (pseudo) and G's
     neighbours of seeds and those images (generated), exactly as augment would grow them, in memory."""
     model = run.model
-    z_seeds = model.encode_all(train.images[chosen])
-    if len(rest):
-        z_rest = model.encode_all(train.images[rest])
-        owner = chosen[nearest_seed(model, z_seeds, z_rest)]
-    else:  # every label is in the budget: nothing is unlabeled
-        z_rest, owner = z_seeds[:0], chosen[:0]
-    pseudo_labels = train.labels[owner]
+    z, owners = codes_and_owners(model, train.images[chosen], chosen, train.images[rest] if len(rest) else None)
+    pseudo_labels = train.labels[owners[len(chosen):]]  # empty when every label is in the budget
     extra: dict = {"pseudo": (train.images[rest], pseudo_labels),
                    "pseudo_label_accuracy": float((pseudo_labels == train.labels[rest]).float().mean()) if len(rest) else 1.0}
     if any("gan" in arm for arm in o.arms):
-        grow_from_rest = o.unlabeled and len(rest) > 0
-        z = torch.cat([z_seeds, z_rest]) if grow_from_rest else z_seeds
-        owners = torch.cat([chosen, owner]) if grow_from_rest else chosen
+        grown_from_codes = len(owners) if o.unlabeled else len(chosen)  # seeds first, then the unlabeled images
         options = AugmentOptions(per_class=o.gan_per_class, filter=o.filter, seed=repeat_seed, progress=False,
                                  **{k: v for k, v in (("noise", o.noise), ("mix", o.mix)) if v is not None})
         judge = None
         if o.filter:
-            device = z_seeds.device
+            device = z.device
             judge = filter_classifier(rundir.folder_of(run.checkpoint) / FILTER_CACHE, train.images[chosen],
                                       to_model_input(train.images[chosen]).to(device), train.labels[chosen].to(device),
                                       len(picked), repeat_seed)
-        images, labels, grown_from = grow_in_memory(model, options, class_pools(z, owners, train.labels, len(picked)),
-                                                    picked, train, judge)
+        pools = class_pools(z[:grown_from_codes], owners[:grown_from_codes], train.labels, len(picked))
+        images, labels, grown_from = grow_in_memory(model, options, pools, picked, train, judge)
         if not torch.isin(grown_from, train.indices[chosen]).all():
             raise RuntimeError("a neighbour's label came from outside the labels budget")  # a leak: never report it
         extra["generated"] = (images, labels)

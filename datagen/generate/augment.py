@@ -193,20 +193,25 @@ def _unlabeled_positions(o: AugmentOptions, seeds: ImageSet, chosen: torch.Tenso
 
 
 @torch.inference_mode()
+def codes_and_owners(model: Model, x_seeds: torch.Tensor, chosen: torch.Tensor,
+                     unlabeled_images: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeds' codes, then the unlabeled images' codes (when given), and for each code the position of the
+    labeled seed its label comes from: a seed's own, or an unlabeled image's nearest seed code
+    (datagen.generate.pseudo). No label beyond the seeds' is used."""
+    z_seeds = model.encode_all(x_seeds)
+    if unlabeled_images is None:
+        return z_seeds, chosen
+    z_rest = model.encode_all(unlabeled_images)
+    return torch.cat([z_seeds, z_rest]), torch.cat([chosen, chosen[nearest_seed(model, z_seeds, z_rest)]])
+
+
 def _pools(model: Model, seeds: ImageSet, n_classes: int, chosen: torch.Tensor, x_seeds: torch.Tensor,
            unlabeled: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per class, the codes to grow from and, for each, the position of the labeled seed its label comes from.
-
-    Without `unlabeled` these are the class's seeds. With it, each unlabeled image joins the class of
-    its nearest seed code (datagen.generate.pseudo): no label beyond the seeds' is used, and the filter,
-    when on, still judges each neighbour.
-    """
-    z_seeds = model.encode_all(x_seeds)
-    if unlabeled is None:
-        return class_pools(z_seeds, chosen, seeds.labels, n_classes)
-    z_rest = model.encode_all(seeds.images[unlabeled])
-    owner = chosen[nearest_seed(model, z_seeds, z_rest)]
-    return class_pools(torch.cat([z_seeds, z_rest]), torch.cat([chosen, owner]), seeds.labels, n_classes)
+    """Per class, the codes to grow from and, for each, the position of the labeled seed its label comes from:
+    the class's seeds, plus (with `unlabeled`) the unlabeled images that joined it; the filter, when on, still
+    judges each neighbour."""
+    rest = seeds.images[unlabeled] if unlabeled is not None else None
+    return class_pools(*codes_and_owners(model, x_seeds, chosen, rest), seeds.labels, n_classes)
 
 
 def class_pools(z: torch.Tensor, owner: torch.Tensor, labels: torch.Tensor,
