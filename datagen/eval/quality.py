@@ -113,18 +113,31 @@ def distribution_quality(ref: Reference, real_images: torch.Tensor, fake_images:
     pick = torch.randperm(len(fake_images), generator=generator("quality-fake-pick", seed))[:n]
     real, fake = real_images[:n], fake_images[pick]
     feature = ReferenceFeatures(ref.net)
-    out = {"fid": _fid(feature, real, fake), **_kid(feature, real, fake, seed), **prdc(feature(real), feature(fake))}
+    real_f, fake_f = feature(real), feature(fake)  # once: FID, KID and the k-NN numbers all read these
+    given = _Given(feature.num_features)
+    out = {"fid": _fid(given, real_f, fake_f), **_kid(given, real_f, fake_f, seed), **prdc(real_f, fake_f)}
     return {**out, "compared_images": n}
 
 
-def _fid(feature: ReferenceFeatures, real: torch.Tensor, fake: torch.Tensor) -> float:
+class _Given(nn.Module):
+    """torchmetrics' `feature` module for features already computed: they pass through untouched."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def _fid(feature: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> float:
     fid = FrechetInceptionDistance(feature=feature)
     fid.update(real, real=True)
     fid.update(fake, real=False)
     return fid.compute().item()
 
 
-def _kid(feature: ReferenceFeatures, real: torch.Tensor, fake: torch.Tensor, seed: int) -> dict[str, float]:
+def _kid(feature: nn.Module, real: torch.Tensor, fake: torch.Tensor, seed: int) -> dict[str, float]:
     """KID over random subsets of min(1000, n) per side (Bińkowski et al.'s size). Where that is all of n, every
     subset holds the same images and one subset is the whole answer (std 0). torchmetrics draws the subsets
     from torch's global RNG: seeded here inside fork_rng, so they repeat per seed and the caller's stream stays."""
