@@ -21,6 +21,33 @@ done | pool || log "   some jobs failed (a setting that cannot run): see the .lo
 RUN1=$OUT/runs/run1
 RUNLIST=$(ls -d "$OUT"/runs/run*/ | sed 's:/$::' | paste -sd, -)
 
+# sweep DIR PREFIX "name args" ...: one `PREFIX args` evaluation per setting (JSON in OUT/DIR), then the setting with
+# the best dev mean over every (budget, arm) row is written to OUT/DIR/chosen.
+sweep() {
+  local dir=$1 prefix=$2; shift 2
+  for setting in "$@"; do
+    set -- $setting; local name=$1; shift
+    echo "$prefix $* $EXTRA --json $OUT/$dir/$name.json > $OUT/$dir/$name.log 2>&1"
+  done | pool || log "   some jobs failed (a setting that cannot run): see the .log files beside their JSON"
+  python - "$OUT/$dir" <<'PY' | tee -a "$OUT/progress.log"
+import glob, json, os, sys
+folder = sys.argv[1]
+scores = {}
+for path in sorted(glob.glob(f"{folder}/*.json")):
+    rows = {(r["labels_per_class"], r["arm"]): r["mean"] for r in json.load(open(path))["results"]}
+    name = os.path.basename(path)[:-5]
+    scores[name] = sum(rows.values()) / len(rows)
+    print(f"{name:14s} dev mean {100 * scores[name]:.2f}%  " + "  ".join(f"{k}/{a}: {100 * v:.1f}" for (k, a), v in rows.items()))
+best = max(scores, key=scores.get)
+print("chosen", best)
+open(f"{folder}/chosen", "w").write(best)
+PY
+}
+args_of() {  # args_of NAME "name args" ...: the args of the setting called NAME
+  local want=$1; shift
+  for setting in "$@"; do set -- $setting; if [ "$1" = "$want" ]; then shift; echo "$*"; fi; done
+}
+
 log "2. classifier candidates on dev (real, real+classic)"
 CANDIDATES=(
   "c1 --lr 3e-3 --weight-decay 5e-4 --width 16 --steps 1000"
@@ -30,26 +57,9 @@ CANDIDATES=(
   "c5 --lr 3e-3 --weight-decay 5e-4 --width 24 --steps 1000"
   "c6 --lr 3e-3 --weight-decay 5e-4 --width 16 --steps 1500"
 )
-for c in "${CANDIDATES[@]}"; do
-  set -- $c; name=$1; shift
-  echo "datagen evaluate --run $RUN1 --split dev --arms real,real+classic --labels-per-class $BUDGETS --repeats $SWEEP_REPEATS --no-quality $* $EXTRA --json $OUT/classifier/$name.json > $OUT/classifier/$name.log 2>&1"
-done | pool || log "   some jobs failed (a setting that cannot run): see the .log files beside their JSON"
-python - "$OUT" <<'PY' | tee -a "$OUT/progress.log"
-import json, sys, glob, os
-out = sys.argv[1]
-scores = {}
-for path in sorted(glob.glob(f"{out}/classifier/c*.json")):
-    ev = json.load(open(path))
-    scores[os.path.basename(path)[:-5]] = (sum(r["mean"] for r in ev["results"]) / len(ev["results"]), ev["config"]["classifier"])
-best = max(scores, key=lambda k: scores[k][0])
-for k, (s, c) in scores.items():
-    print(f"{k} dev mean over budgets and both arms {100 * s:.2f}%  {c}")
-print("chosen", best)
-open(f"{out}/classifier/chosen", "w").write(best)
-PY
-CHOSEN=$(cat "$OUT/classifier/chosen")
-for c in "${CANDIDATES[@]}"; do set -- $c; [ "$1" = "$CHOSEN" ] && { shift; CLF="$*"; }; done
-log "   chosen classifier: $CHOSEN ($CLF)"
+sweep classifier "datagen evaluate --run $RUN1 --split dev --arms real,real+classic --labels-per-class $BUDGETS --repeats $SWEEP_REPEATS --no-quality" "${CANDIDATES[@]}"
+CLF=$(args_of "$(cat "$OUT/classifier/chosen")" "${CANDIDATES[@]}")
+log "   chosen classifier: $(cat "$OUT/classifier/chosen") ($CLF)"
 
 log "3. gan-arm settings on dev (chosen classifier)"
 SETTINGS=(
@@ -59,27 +69,9 @@ SETTINGS=(
   "g-seeds-only --seeds-only"
   "g-filter --filter"
 )
-for s in "${SETTINGS[@]}"; do
-  set -- $s; name=$1; shift
-  echo "datagen evaluate --runs $RUNLIST --split dev --arms real+gan,real+gan+classic --labels-per-class $BUDGETS --repeats $(( (SWEEP_REPEATS + 1) / 2 )) --no-quality $CLF $* $EXTRA --json $OUT/gan/$name.json > $OUT/gan/$name.log 2>&1"
-done | pool || log "   some jobs failed (a setting that cannot run): see the .log files beside their JSON"
-python - "$OUT" <<'PY' | tee -a "$OUT/progress.log"
-import json, sys, glob, os
-out = sys.argv[1]
-scores = {}
-for path in sorted(glob.glob(f"{out}/gan/g-*.json")):
-    ev = json.load(open(path))
-    rows = {(r["labels_per_class"], r["arm"]): r["mean"] for r in ev["results"]}
-    mean = sum(rows.values()) / len(rows)
-    scores[os.path.basename(path)[:-5]] = mean
-    print(f"{os.path.basename(path)[:-5]:14s} dev mean {100 * mean:.2f}%  " + "  ".join(f"{k}/{a}: {100 * v:.1f}" for (k, a), v in rows.items()))
-best = max(scores, key=scores.get)
-print("chosen", best)
-open(f"{out}/gan/chosen", "w").write(best)
-PY
-GAN_CHOSEN=$(cat "$OUT/gan/chosen")
-for s in "${SETTINGS[@]}"; do set -- $s; [ "$1" = "$GAN_CHOSEN" ] && { shift; GAN_SETTINGS="$*"; }; done
-log "   chosen gan settings: $GAN_CHOSEN ($GAN_SETTINGS)"
+sweep gan "datagen evaluate --runs $RUNLIST --split dev --arms real+gan,real+gan+classic --labels-per-class $BUDGETS --repeats $(( (SWEEP_REPEATS + 1) / 2 )) --no-quality $CLF" "${SETTINGS[@]}"
+GAN_SETTINGS=$(args_of "$(cat "$OUT/gan/chosen")" "${SETTINGS[@]}")
+log "   chosen gan settings: $(cat "$OUT/gan/chosen") ($GAN_SETTINGS)"
 
 log "4. the tables: every default arm, dev then test, pooled over $RUNS runs"
 for split in dev test; do
