@@ -36,7 +36,9 @@ def test_two_way_softmax_head_equals_sigmoid_of_logit_difference():
 
 
 @pytest.mark.parametrize("variant", [[], ["model=bigan"], ["model=autoencoder"],
-                                     ["train.recon_weight=1", "train.latent_cycle_weight=1", "train.eg_steps=2"]])
+                                     ["train.recon_weight=1", "train.latent_cycle_weight=1", "train.eg_steps=2"],
+                                     ["train.latent_adversary_weight=1", "train.latent_mmd_weight=1", "train.ema_decay=0.9"],
+                                     ["model=bigan", "train.latent_adversary_weight=1", "train.ema_decay=0.9"]])
 @pytest.mark.parametrize("recipe", ["tiny8", "tiny16"])
 def test_one_training_step_updates_every_net(recipe, variant):
     _one_step_updates_every_net(recipe, variant)
@@ -66,6 +68,13 @@ def _one_step_updates_every_net(recipe, variant):
         assert "eg_recon" in logs
     if r.train.latent_cycle_weight > 0:
         assert "eg_latent_cycle" in logs
+    if r.train.latent_adversary_weight > 0:
+        assert {"d_dz", "eg_latent_adv"} <= set(logs)
+    if r.train.latent_mmd_weight > 0:
+        assert "eg_latent_mmd" in logs
+    if r.train.ema_decay > 0:  # the average's first update copies G as it is after the step
+        ema = model.nets.generator_ema.module.state_dict()
+        assert all(torch.equal(ema[k], v) for k, v in model.nets.generator.state_dict().items())
 
 
 # ---- the losses' signs: each side's training lowers the loss the thesis gives it, not the opposite one ----

@@ -25,6 +25,7 @@ def evaluate_cmd(
     gan_per_class: int = typer.Option(GAN_PER_CLASS, "--gan-per-class", min=1, help="Generated images per class in the gan arms."),
     noise: Optional[str] = typer.Option(None, "--noise", help="augment's noise for the gan arms (default: augment's default)."),
     mix: Optional[float] = typer.Option(None, "--mix", help="augment's --mix for the gan arms (default: augment's default)."),
+    min_label_confidence: Optional[float] = typer.Option(None, "--min-label-confidence", min=0.0, max=1.0, help="augment's --min-label-confidence for the pseudo and gan arms (default: augment's default)."),
     unlabeled: bool = typer.Option(True, "--unlabeled/--seeds-only", help="gan arms also grow from the train images outside the labels budget, labels never read (augment --unlabeled)."),
     filter_: bool = typer.Option(False, "--filter/--no-filter", help="augment's seed-trained label filter in the gan arms."),
     steps: int = typer.Option(CLASSIFIER["steps"], "--steps", min=1, help="Optimisation steps of every downstream classifier."),
@@ -46,7 +47,7 @@ def evaluate_cmd(
     result = evaluate(EvaluateOptions(runs=paths, split=split, labels_per_class=budgets, repeats=repeats,
                                       arms=tuple(a.strip() for a in arms.split(",")), json_path=json_path,
                                       gan_per_class=gan_per_class, noise=parse_scales(noise, "--noise") if noise else None,
-                                      mix=mix, unlabeled=unlabeled, filter=filter_, classifier=recipe, quality=with_quality,
+                                      mix=mix, min_label_confidence=min_label_confidence, unlabeled=unlabeled, filter=filter_, classifier=recipe, quality=with_quality,
                                       seed=seed, device=device, data_root=data_root))
     print_evaluation(result)
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from datagen.cli.common import CHANNELS_LAST_HELP, COMPILE_HELP, one_line, parse_scales, stdout
 from datagen.common.console import console
+from datagen.generate import defaults as augment_defaults
 
 
 def augment_cmd(
@@ -18,10 +19,11 @@ def augment_cmd(
     per_class: int = typer.Option(..., "--per-class", help="Generated images per class."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Labeled images to grow from (name or path, as in train); default: the run's own train split."),
     seeds_per_class: Optional[int] = typer.Option(None, "--seeds-per-class", help="Use only K seeds per class (a fixed subset for --seed)."),
-    noise: str = typer.Option("0.5", "--noise", help="Latent noise scale, or a comma list of scales to mix (default chosen by `datagen bench noise`, see README)."),
-    mix: float = typer.Option(0.0, "--mix", help="Share of candidates that start from a blend of two seeds of their class (0..1)."),
-    unlabeled: bool = typer.Option(False, "--unlabeled", help="Also grow from the seeds' dataset's other (unlabeled) images, each labelled by its nearest seed in latent space."),
-    filter_: bool = typer.Option(True, "--filter/--no-filter", help="Keep a neighbour only if a classifier trained on the seeds agrees with its label."),
+    noise: str = typer.Option(",".join(map(str, augment_defaults.NOISE)), "--noise", help="Latent noise scale, or a comma list of scales to mix (default chosen on dev, see README)."),
+    mix: float = typer.Option(augment_defaults.MIX, "--mix", help="Share of candidates that start from a blend of two seeds of their class (0..1)."),
+    unlabeled: Optional[bool] = typer.Option(None, "--unlabeled/--seeds-only", help="Also grow from the seeds' dataset's other (unlabeled) images, labelled from the seeds by label spreading on E's codes (default: when there are any)."),
+    min_label_confidence: float = typer.Option(augment_defaults.MIN_LABEL_CONFIDENCE, "--min-label-confidence", min=0.0, max=1.0, help="Leave out unlabeled images whose spread label is less sure than this."),
+    filter_: bool = typer.Option(augment_defaults.FILTER, "--filter/--no-filter", help="Keep a neighbour only if a classifier trained on the seeds agrees with its label."),
     min_confidence: float = typer.Option(0.9, "--min-confidence"),
     fmt: str = typer.Option("hdf5", "--format", help="hdf5 | imagefolder"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file or folder (default: inside the run directory)."),
@@ -40,6 +42,7 @@ def augment_cmd(
 
     result = augment(AugmentOptions(run=run, per_class=per_class, seeds=seeds, seeds_per_class=seeds_per_class,
                                     noise=parse_scales(noise, "--noise"), mix=mix, unlabeled=unlabeled,
+                                    min_label_confidence=min_label_confidence,
                                     filter=filter_, min_confidence=min_confidence, fmt=fmt, out=out, include_seeds=include_seeds,
                                     resume=resume, overwrite=overwrite, seed=seed, batch_size=batch_size, device=device,
                                     data_root=data_root, channels_last=channels_last, compile=compile_))

@@ -3,7 +3,7 @@
 Protocol (README, "datagen evaluate"): for each labels-per-class budget and repeat, draw the labeled seeds
 from the train split (deterministic per repeat, the same in every arm and every run) and train the same
 classifier under each arm: the seeds alone, with classical augmentation, with the other train images
-labelled by their nearest seed code (pseudo: no G), with G's neighbours grown from seeds and those images
+labelled from the seeds by label spreading on E's codes (pseudo: no G), with G's neighbours grown from seeds and those images
 (gan), and FixMatch on the same images (SSL reference). Accuracy is read on the dev split while settings are
 chosen, and on the test split once for the reported table; the run must provably never have trained on that
 split. Arms share the seeds of a repeat, so gains are paired differences; several GAN trainings (--runs)
@@ -55,6 +55,7 @@ class EvaluateOptions:
     gan_per_class: int = GAN_PER_CLASS
     noise: tuple[float, ...] | None = None  # None: augment's default
     mix: float | None = None  # None: augment's default
+    min_label_confidence: float | None = None  # None: augment's default; pseudo and gan arms alike
     unlabeled: bool = True  # gan arms grow from the unlabeled train images too (augment --unlabeled)
     filter: bool = False  # augment's seed-trained label filter in the gan arms
     classifier: downstream.Recipe = field(default_factory=downstream.Recipe)
@@ -221,24 +222,30 @@ def budget_label(k: int | None) -> int | str:
 
 def _extra_data(o: EvaluateOptions, run: Run, train: ImageSet, picked: list[torch.Tensor], chosen: torch.Tensor,
                 rest: torch.Tensor, repeat_seed: int) -> dict:
-    """What one GAN training adds in a repeat: the unlabeled images' nearest-seed labels (pseudo) and G's
+    """What one GAN training adds in a repeat: the unlabeled images' spread labels (pseudo) and G's
     neighbours of seeds and those images (generated), exactly as augment would grow them, in memory."""
     model = run.model
-    z, owners = codes_and_owners(model, train.images[chosen], chosen, train.images[rest] if len(rest) else None)
+    n_classes = len(picked)
+    z, owners, confidence = codes_and_owners(model, train.images[chosen], train.labels[chosen], chosen,
+                                             train.images[rest] if len(rest) else None, n_classes)
+    options = AugmentOptions(per_class=o.gan_per_class, filter=o.filter, seed=repeat_seed, progress=False,
+                             **{k: v for k, v in (("noise", o.noise), ("mix", o.mix),
+                                                  ("min_label_confidence", o.min_label_confidence)) if v is not None})
+    sure = confidence[len(chosen):] >= options.min_label_confidence  # the unlabeled images augment would keep
     pseudo_labels = train.labels[owners[len(chosen):]]  # empty when every label is in the budget
-    extra: dict = {"pseudo": (train.images[rest], pseudo_labels),
-                   "pseudo_label_accuracy": float((pseudo_labels == train.labels[rest]).float().mean()) if len(rest) else 1.0}
+    extra: dict = {"pseudo": (train.images[rest][sure], pseudo_labels[sure]),
+                   "pseudo_label_accuracy": float((pseudo_labels == train.labels[rest]).float().mean()) if len(rest) else 1.0,
+                   "pseudo_kept": float(sure.float().mean()) if len(rest) else 1.0}
     if any("gan" in arm for arm in o.arms):
         grown_from_codes = len(owners) if o.unlabeled else len(chosen)  # seeds first, then the unlabeled images
-        options = AugmentOptions(per_class=o.gan_per_class, filter=o.filter, seed=repeat_seed, progress=False,
-                                 **{k: v for k, v in (("noise", o.noise), ("mix", o.mix)) if v is not None})
         judge = None
         if o.filter:
             device = z.device
             judge = filter_classifier(rundir.folder_of(run.checkpoint) / FILTER_CACHE, train.images[chosen],
                                       to_model_input(train.images[chosen]).to(device), train.labels[chosen].to(device),
                                       len(picked), repeat_seed)
-        pools = class_pools(z[:grown_from_codes], owners[:grown_from_codes], train.labels, len(picked))
+        pools = class_pools(z[:grown_from_codes], owners[:grown_from_codes], confidence[:grown_from_codes],
+                            train.labels, n_classes, options.min_label_confidence)
         images, labels, grown_from = grow_in_memory(model, options, pools, picked, train, judge)
         if not torch.isin(grown_from, train.indices[chosen]).all():
             raise RuntimeError("a neighbour's label came from outside the labels budget")  # a leak: never report it

@@ -29,8 +29,9 @@ from datagen.data.imageset import ImageSet, indices_digest
 from datagen.data.pixels import to_model_input
 from datagen.data.sources import load, probe
 from datagen.generate.filter import FILTER_CACHE, FilterCapError, filter_classifier
-from datagen.generate.neighbours import DEFAULT_NOISE, batch_generator, candidates, neighbours, pick_seeds
-from datagen.generate.pseudo import nearest_seed
+from datagen.generate import defaults
+from datagen.generate.neighbours import batch_generator, candidates, neighbours, pick_seeds
+from datagen.generate.pseudo import ALPHA, NEIGHBOURS, spread_labels
 from datagen.model import checkpoint, speed
 from datagen.model.device import pick_device
 from datagen.model.latent import Model
@@ -48,11 +49,13 @@ class AugmentOptions:
     seeds: str | None = None  # default: the run's own dataset, train split
     seeds_per_class: int | None = None  # use only K labeled images per class
     seed_indices: tuple[int, ...] | None = None  # API only: exactly these source indices (e.g. a labels budget)
-    noise: tuple[float, ...] = (DEFAULT_NOISE,)  # README, "Choosing the noise scale"
-    mix: float = 0.0  # share of candidates blended from two seeds of their class (see candidates)
-    unlabeled: bool = False  # also grow from the dataset's unlabeled images, labelled by their nearest seed code
+    noise: tuple[float, ...] = defaults.NOISE
+    mix: float = defaults.MIX  # share of candidates blended from two seeds of their class (see candidates)
+    # Also grow from the dataset's unlabeled images, labelled from the seeds (generate.pseudo); None: when there are any
+    unlabeled: bool | None = None
+    min_label_confidence: float = defaults.MIN_LABEL_CONFIDENCE  # less sure unlabeled images are left out
     unlabeled_indices: tuple[int, ...] | None = None  # API only: exactly these source indices as unlabeled images
-    filter: bool = True
+    filter: bool = defaults.FILTER
     min_confidence: float = 0.9
     fmt: str = "hdf5"
     out: Path | None = None
@@ -87,6 +90,8 @@ def _validate(o: AugmentOptions) -> None:
         raise DatagenError("--noise takes one or more scales >= 0, e.g. --noise 0.3 or --noise 0.2,0.5")
     if not 0 <= o.mix <= 1:
         raise DatagenError(f"--mix {o.mix}: give the share of blended candidates, between 0 and 1")
+    if not 0 <= o.min_label_confidence <= 1:
+        raise DatagenError(f"--min-label-confidence {o.min_label_confidence}: use a probability between 0 and 1")
     if not 0 <= o.min_confidence <= 1:
         raise DatagenError(f"--min-confidence {o.min_confidence}: use a probability between 0 and 1")
     if o.batch_size < 1:
@@ -132,27 +137,31 @@ def augment(o: AugmentOptions) -> AugmentResult:
         "class_names": list(names), "source": seeds.source, "split": "train", "split_rule": seeds.split_rule,
         "seed_indices": seeds.indices[chosen].tolist(), "seeds_per_class": o.seeds_per_class,
         "checkpoint": str(ckpt), "checkpoint_sha256": _sha256(ckpt), "recipe": model.recipe.name,
-        "noise": list(o.noise), "mix": o.mix, "unlabeled": o.unlabeled, "filter": o.filter, "min_confidence": o.min_confidence if o.filter else None,
+        "noise": list(o.noise), "mix": o.mix, "unlabeled": unlabeled is not None,
+        "pseudo_labels": {"method": "label spreading", "neighbours": NEIGHBOURS, "alpha": ALPHA,
+                          "min_label_confidence": o.min_label_confidence} if unlabeled is not None else None,
+        "filter": o.filter, "min_confidence": o.min_confidence if o.filter else None,
         "per_class": o.per_class, "include_seeds": o.include_seeds, "seed": o.seed, "batch_size": o.batch_size,
         "unlabeled_pool": _pool(seeds.indices[unlabeled]) if unlabeled is not None else None,
         "channels_last": how.channels_last, "datagen_version": __version__,
     }
     h, w, ch = img.size, img.size, img.channels
     writer = writers.open_writer(out, o.fmt, image_shape=(h, w, ch), class_names=list(names), provenance=provenance,
-                               resume=o.resume, overwrite=o.overwrite)
+                                 resume=o.resume, overwrite=o.overwrite, latent_dim=model.recipe.latent.dim)
     if o.fmt == "hdf5":  # hidden behind G; PNG encoding would compete with G for the CPU (docs/performance-notes.md)
         writer = writers.Overlapped(writer)
     clock = _Clock()
     with writer:
-        if o.include_seeds and sum(writer.counts()) == 0:  # seeds go first, in one durable batch
-            writer.write(seeds.images[chosen], seeds.labels[chosen], seeds.indices[chosen], torch.ones(len(chosen), dtype=torch.bool))
         x_seeds = to_model_input(seeds.images[chosen]).to(device)
+        if o.include_seeds and sum(writer.counts()) == 0:  # seeds go first, in one durable batch
+            writer.write(seeds.images[chosen], seeds.labels[chosen], seeds.indices[chosen], torch.ones(len(chosen), dtype=torch.bool),
+                         {"latent": model.encode_all(x_seeds).cpu()})
         classifier = None
         if o.filter:
             classifier = filter_classifier(rundir.folder_of(ckpt) / FILTER_CACHE, seeds.images[chosen], x_seeds,
                                             seeds.labels[chosen].to(device), len(names), o.seed)
         clock.lap("filter_fit")
-        pools = _pools(model, seeds, len(picked), chosen, x_seeds, unlabeled)
+        pools = _pools(model, o, seeds, len(picked), chosen, x_seeds, unlabeled)
         clock.lap("encode")
         rejection = _generate(model, o, writer, pools, picked, seeds, classifier)
         clock.lap("generate")
@@ -180,12 +189,14 @@ class _Clock:
 @torch.inference_mode()
 def _unlabeled_positions(o: AugmentOptions, seeds: ImageSet, chosen: torch.Tensor) -> torch.Tensor | None:
     """Positions of the images that may serve unlabeled (None without --unlabeled); checked before writing."""
-    if not o.unlabeled:
+    if o.unlabeled is False:
         return None
     rest = torch.ones(len(seeds), dtype=torch.bool)
     rest[chosen] = False
     if o.unlabeled_indices is not None:
         rest &= torch.isin(seeds.indices, torch.as_tensor(o.unlabeled_indices, dtype=torch.int64))
+    if not rest.any() and o.unlabeled is None:  # the default: every image is a seed, so there is nothing to add
+        return None
     if not rest.any():
         raise DatagenError(f"--unlabeled: every image of {seeds.source} is already a seed; use --seeds-per-class K "
                            "so the others can serve as unlabeled images, or drop --unlabeled")
@@ -193,46 +204,57 @@ def _unlabeled_positions(o: AugmentOptions, seeds: ImageSet, chosen: torch.Tenso
 
 
 @torch.inference_mode()
-def codes_and_owners(model: Model, x_seeds: torch.Tensor, chosen: torch.Tensor,
-                     unlabeled_images: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The seeds' codes, then the unlabeled images' codes (when given), and for each code the position of the
-    labeled seed its label comes from: a seed's own, or an unlabeled image's nearest seed code
-    (datagen.generate.pseudo). No label beyond the seeds' is used."""
+def codes_and_owners(model: Model, x_seeds: torch.Tensor, seed_labels: torch.Tensor, chosen: torch.Tensor,
+                     unlabeled_images: torch.Tensor | None, n_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The seeds' codes, then the unlabeled images' codes (when given); for each code the position of the labeled
+    seed its label comes from (a seed's own, or for an unlabeled image the nearest seed of its spread label,
+    datagen.generate.pseudo), and how sure that label is (1 for a seed). No label beyond the seeds' is used."""
     z_seeds = model.encode_all(x_seeds)
+    sure = torch.ones(len(chosen))
     if unlabeled_images is None:
-        return z_seeds, chosen
+        return z_seeds, chosen, sure
     z_rest = model.encode_all(unlabeled_images)
-    return torch.cat([z_seeds, z_rest]), torch.cat([chosen, chosen[nearest_seed(model, z_seeds, z_rest)]])
+    _, confidence, nearest = spread_labels(model, z_seeds, seed_labels, z_rest, n_classes)
+    return torch.cat([z_seeds, z_rest]), torch.cat([chosen, chosen[nearest]]), torch.cat([sure, confidence])
 
 
-def _pools(model: Model, seeds: ImageSet, n_classes: int, chosen: torch.Tensor, x_seeds: torch.Tensor,
-           unlabeled: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per class, the codes to grow from and, for each, the position of the labeled seed its label comes from:
-    the class's seeds, plus (with `unlabeled`) the unlabeled images that joined it; the filter, when on, still
-    judges each neighbour."""
+def _pools(model: Model, o: AugmentOptions, seeds: ImageSet, n_classes: int, chosen: torch.Tensor,
+           x_seeds: torch.Tensor, unlabeled: torch.Tensor | None) -> list[Pool]:
+    """Per class, the codes to grow from: the class's seeds, plus (with `unlabeled`) the unlabeled images that
+    joined it sure enough; the filter, when on, still judges each neighbour."""
     rest = seeds.images[unlabeled] if unlabeled is not None else None
-    return class_pools(*codes_and_owners(model, x_seeds, chosen, rest), seeds.labels, n_classes)
+    found = codes_and_owners(model, x_seeds, seeds.labels[chosen], chosen, rest, n_classes)
+    return class_pools(*found, seeds.labels, n_classes, o.min_label_confidence)
 
 
-def class_pools(z: torch.Tensor, owner: torch.Tensor, labels: torch.Tensor,
-                n_classes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per class, the codes whose label (that of their owner seed) is the class, and those owners' positions."""
-    label = labels[owner]
-    return [(z[(label == c).to(z.device)], owner[label == c]) for c in range(n_classes)]
+@dataclass
+class Pool:
+    """One class's codes to grow from, the position of the seed each one's label comes from, and how sure it is."""
+
+    z: torch.Tensor
+    owner: torch.Tensor
+    confidence: torch.Tensor
 
 
-def grow_in_memory(model: Model, o: AugmentOptions, pools: list[tuple[torch.Tensor, torch.Tensor]],
+def class_pools(z: torch.Tensor, owner: torch.Tensor, confidence: torch.Tensor, labels: torch.Tensor,
+                n_classes: int, min_label_confidence: float = 0.0) -> list[Pool]:
+    """Per class, the codes whose label (that of their owner seed) is the class and at least that sure."""
+    label = torch.where(confidence >= min_label_confidence, labels[owner], -1)
+    return [Pool(z[(label == c).to(z.device)], owner[label == c], confidence[label == c]) for c in range(n_classes)]
+
+
+def grow_in_memory(model: Model, o: AugmentOptions, pools: list[Pool],
                    picked: list[torch.Tensor], seeds: ImageSet,
                    classifier: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The neighbours augment would write for these pools and options, as (uint8 images, labels, seed source
     indices) in memory: what evaluate trains on, without a file round trip per repeat."""
-    writer = MemoryWriter(tuple(seeds.images.shape[1:]), list(seeds.class_names))
+    writer = MemoryWriter(tuple(seeds.images.shape[1:]), list(seeds.class_names), model.recipe.latent.dim)
     _generate(model, o, writer, pools, picked, seeds, classifier)
     return tuple(torch.from_numpy(column) for column in writer.columns())  # type: ignore[return-value]
 
 
 @torch.inference_mode()
-def _generate(model: Model, o: AugmentOptions, writer: Writer, pools: list[tuple[torch.Tensor, torch.Tensor]],
+def _generate(model: Model, o: AugmentOptions, writer: Writer, pools: list[Pool],
               picked: list[torch.Tensor], seeds: ImageSet, classifier: torch.nn.Module | None) -> list[float]:
     rejection = []
     with progress() as bar:
@@ -240,7 +262,7 @@ def _generate(model: Model, o: AugmentOptions, writer: Writer, pools: list[tuple
         task = bar.add_task("augment", total=o.per_class * len(picked), completed=sum(done), info="",
                             visible=o.progress and console.is_terminal)
         started, written = time.perf_counter(), 0
-        for c, (z_pool, owner) in enumerate(pools):
+        for c, pool in enumerate(pools):
             kept, tried, rejected = done[c], 0, 0
             stalled = 0  # batches since `kept` last grew: with `kept`, all a batch's randomness depends on
             while kept < o.per_class:
@@ -249,17 +271,19 @@ def _generate(model: Model, o: AugmentOptions, writer: Writer, pools: list[tuple
                                        f"neighbours; lower --min-confidence or --noise, or pass --no-filter")
                 n = min(o.batch_size, (o.per_class - kept) * (2 if classifier is not None else 1))
                 start = kept + stalled * n
-                images, which = candidates(model, z_pool, o.noise, start, n, batch_generator(o.seed, c, kept, stalled), o.mix)
+                images, which, z, sigma = candidates(model, pool.z, o.noise, start, n,
+                                                     batch_generator(o.seed, c, kept, stalled), o.mix)
                 keep = torch.ones(n, dtype=torch.bool)
                 if classifier is not None:
-                    probs = probabilities(classifier, to_model_input(images).to(z_pool.device)).cpu()
+                    probs = probabilities(classifier, to_model_input(images).to(pool.z.device)).cpu()
                     keep = (probs.argmax(1) == c) & (probs[:, c] >= o.min_confidence)
                 tried += n
                 rejected += int((~keep).sum())
                 take = torch.nonzero(keep).flatten()[: o.per_class - kept]
                 if take.numel():
                     writer.write(images[take], torch.full((take.numel(),), c, dtype=torch.int64),
-                                 seeds.indices[owner[which[take]]], torch.zeros(take.numel(), dtype=torch.bool))
+                                 seeds.indices[pool.owner[which[take]]], torch.zeros(take.numel(), dtype=torch.bool),
+                                 {"label_confidence": pool.confidence[which[take]], "noise": sigma[take], "latent": z[take]})
                     kept += take.numel()
                     stalled = 0
                     elapsed = time.perf_counter() - started

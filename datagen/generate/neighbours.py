@@ -12,11 +12,10 @@ from datagen.common.errors import DatagenError
 from datagen.common.seeds import generator
 from datagen.data.imageset import draw_per_class
 from datagen.data.pixels import to_uint8
+from datagen.generate import defaults
 from datagen.model.latent import Model
 
-# The noise scale augment uses unless told otherwise: the largest scale at which an independent classifier
-# still agreed with nearly every kept neighbour on the default mnist-5k run (README, "Choosing the noise scale").
-DEFAULT_NOISE = 0.5
+DEFAULT_NOISE = defaults.NOISE[0]  # the scale the tools (similarity, figures) use unless told otherwise
 
 
 def pick_seeds(labels: torch.Tensor, n_classes: int, k: int | None, seed: int, names: tuple[str, ...]) -> list[torch.Tensor]:
@@ -34,16 +33,22 @@ def batch_generator(seed: int, c: int, kept: int, stalled: int) -> torch.Generat
     return generator("augment-batch", seed, c, kept, stalled)
 
 
+def perturb(model: Model, z: torch.Tensor, noise: tuple[float, ...], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """proj(z + sigma * eps) for each row of z, the scales of `noise` taken in turn; and each row's sigma."""
+    sigma = torch.tensor(noise)[torch.arange(z.shape[0]) % len(noise)]
+    eps = torch.randn(z.shape, generator=gen)
+    return model.project(z + (sigma.unsqueeze(1) * eps).to(z.device)), sigma
+
+
 def neighbours(model: Model, z: torch.Tensor, noise: tuple[float, ...], gen: torch.Generator) -> torch.Tensor:
     """G(proj(z + sigma * eps)) for each row of z, the scales of `noise` taken in turn."""
-    sigma = torch.tensor(noise)[torch.arange(z.shape[0]) % len(noise)].unsqueeze(1)
-    eps = torch.randn(z.shape, generator=gen)
-    return model.decode_all(model.project(z + (sigma * eps).to(z.device)))  # in cache-sized chunks: speed.inference_batch
+    return model.decode_all(perturb(model, z, noise, gen)[0])  # in cache-sized chunks: speed.inference_batch
 
 
 def candidates(model: Model, z_seeds: torch.Tensor, noise: tuple[float, ...], start: int, n: int,
-                gen: torch.Generator, mix: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """n neighbours, seeds taken round-robin from position `start`; returns (uint8 images, seed positions).
+                gen: torch.Generator, mix: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n neighbours, seeds taken round-robin from position `start`; returns (uint8 images, seed positions, the
+    codes G rendered, the noise scale of each).
 
     With mix > 0, that share of the candidates starts from a blend of their seed and another random
     seed of the same class, proj((1 - t) z_a + t z_b) with t ~ U(0, 1): new combinations of the
@@ -56,4 +61,5 @@ def candidates(model: Model, z_seeds: torch.Tensor, noise: tuple[float, ...], st
         partner = torch.randint(0, z_seeds.shape[0], (n,), generator=gen)
         t = (torch.rand(n, 1, generator=gen) * blend.unsqueeze(1)).to(z.device)
         z = model.project((1 - t) * z + t * z_seeds[partner.to(z.device)])
-    return to_uint8(neighbours(model, z, noise, gen).cpu()), which
+    z, sigma = perturb(model, z, noise, gen)
+    return to_uint8(model.decode_all(z).cpu()), which, z.cpu(), sigma

@@ -51,12 +51,14 @@ def new_model(recipe: Recipe, device: torch.device | str, how: speed.Speed) -> M
 
 def load_model(state: dict[str, Any], device: torch.device | str = "cpu", how: speed.Speed | None = None) -> Model:
     """Rebuild the nets from the recipe stored in a checkpoint and load their weights, in eval mode (BatchNorm on
-    running statistics: what a net makes of an image never depends on its batch), laid out per `how` (default:
+    running statistics: what a net makes of an image never depends on its batch; G is the weight average when the
+    run kept one), laid out per `how` (default:
     datagen.model.speed's measured default for the device)."""
     recipe = recipes.parse(state["recipe"], "stored in the checkpoint")
     model = Model(recipe=recipe, nets=nets.build(recipe))
     for name, net in model.nets.items():
         net.load_state_dict(state["nets"][name])
         net.to(device).eval()
+    model.nets.generator = model.nets.sampler()  # every command after training renders with the averaged G
     speed.prepare([net for _, net in model.nets.items()], how or speed.choose(torch.device(device)))
     return model

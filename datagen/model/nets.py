@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from datagen.common.errors import DatagenError
 from datagen.model.recipes import Layer, Recipe
@@ -118,10 +119,20 @@ class Nets:
     generator: nn.Module
     d1: nn.Module | None
     d2: PairDiscriminator | None
+    dz: nn.Module | None = None  # the latent discriminator (train.latent_adversary_weight)
+    generator_ema: AveragedModel | None = None  # G's weights averaged over steps (train.ema_decay); never trained
 
     def items(self) -> list[tuple[str, nn.Module]]:
-        pairs = [("encoder", self.encoder), ("generator", self.generator), ("d1", self.d1), ("d2", self.d2)]
+        pairs = [("encoder", self.encoder), ("generator", self.generator), ("d1", self.d1), ("d2", self.d2),
+                 ("dz", self.dz), ("generator_ema", self.generator_ema)]
         return [(name, net) for name, net in pairs if net is not None]
+
+    def sampler(self) -> nn.Module:
+        """The G that renders images for users: the averaged one when the run keeps an average."""
+        return self.generator if self.generator_ema is None else self.generator_ema.module
+
+    def discriminators(self) -> list[nn.Module]:
+        return [net for net in (self.d1, self.d2, self.dz) if net is not None]
 
 
 def nets_used(model: str) -> tuple[str, ...]:
@@ -160,7 +171,14 @@ def build(recipe: Recipe) -> Nets:
         joint, j_out = build_stack(recipe.d2_joint, (math.prod(x_out) + m,), "d2.joint", head=True)
         _check_head(j_out, "d2.joint")
         d2 = PairDiscriminator(x_branch, joint)
-    return Nets(encoder=encoder, generator=generator, d1=d1, d2=d2)
+    dz = None
+    if recipe.train.latent_adversary_weight > 0:
+        dz, dz_out = build_stack(recipe.dz, (m,), "dz", head=True)
+        _check_head(dz_out, "dz")
+    # The average starts as a copy of G and follows it (buffers too: BatchNorm's running statistics).
+    ema = (AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(recipe.train.ema_decay), use_buffers=True)
+           if recipe.train.ema_decay > 0 else None)
+    return Nets(encoder=encoder, generator=generator, d1=d1, d2=d2, dz=dz, generator_ema=ema)
 
 
 def parameter_count(net: nn.Module) -> int:

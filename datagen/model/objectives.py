@@ -6,7 +6,9 @@ SelfExGAN, per iteration:
     D2: real (x, z_e)  vs fake (x_hat, z_e), (x, z_hat)
 E and G minimise the same objective with the labels flipped (non-saturating BCE), plus the KL
 term on the batch statistics of the projected codes. No reconstruction loss: the options
-`recon_weight` and `latent_cycle_weight` are named additions beyond the thesis, off by default.
+`recon_weight` and `latent_cycle_weight` are named additions beyond the thesis, off by default, as are
+`latent_adversary_weight` and `latent_mmd_weight`, which pull E's codes onto the whole prior so that G
+learns to render all of it, and `ema_decay`, G's weights averaged over steps for sampling.
 
 `bigan` (Donahue et al.) is the comparison on the same nets: D2 alone, real (x, z_e) vs fake
 (G(z_n), z_n). `autoencoder` is the non-adversarial floor: L1 reconstruction + KL, no D.
@@ -21,7 +23,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from datagen.model.latent import Model, kl_to_unit_gaussian
 
@@ -54,14 +55,49 @@ def _d2_pairs(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor]) -> torc
     return model.nets.d2(torch.cat([x, f["x_hat"], x]), torch.cat([f["z_e"], f["z_e"], f["z_hat"]]))
 
 
+def prior_codes(model: Model, z_n: torch.Tensor) -> torch.Tensor:
+    """Samples of the prior E's codes should fill: the Gaussian batch moved onto the codes' sphere."""
+    return model.project(z_n)
+
+
+def _latent_d_loss(model: Model, f: dict[str, torch.Tensor], z_n: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """dz: prior samples real, E's codes fake (AAE). Zero when the recipe has no latent adversary."""
+    if model.nets.dz is None:
+        return torch.zeros((), device=z_n.device)
+    n = z_n.shape[0]
+    dz = model.nets.dz(torch.cat([prior_codes(model, z_n), f["z_e"]]))
+    out["dz"] = bce(dz[:n], 1.0) + bce(dz[n:], 0.0)
+    return out["dz"]
+
+
+def latent_mmd(codes: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Unbiased MMD^2 between two batches with the inverse multiquadratic kernel at several scales (WAE-MMD).
+
+    The base scale 2 * dim is the mean squared distance between two points of the sphere of radius sqrt(dim).
+    """
+    n, dim = codes.shape
+    both = torch.cat([codes, prior])
+    sq = torch.cdist(both, both).pow(2)
+    off_diagonal = 1 - torch.eye(n, device=codes.device)
+    total = torch.zeros((), device=codes.device)
+    for scale in (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0):
+        c = 2 * dim * scale
+        k = c / (c + sq)
+        within = ((k[:n, :n] + k[n:, n:]) * off_diagonal).sum() / (n * (n - 1))
+        total = total + within - 2 * k[:n, n:].mean()
+    return total
+
+
 def selfexgan_d_loss(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], z_n: torch.Tensor) -> dict[str, torch.Tensor]:
-    """D1: x real, x_hat and x_n fake. D2: (x, z_e) real, (x_hat, z_e) and (x, z_hat) fake."""
+    """D1: x real, x_hat and x_n fake. D2: (x, z_e) real, (x_hat, z_e) and (x, z_hat) fake. dz (if any): prior
+    samples real, codes fake."""
     n = x.shape[0]
     d1 = model.nets.d1(torch.cat([x, f["x_hat"], f["x_n"]]))
     d1_loss = bce(d1[:n], 1.0) + bce(d1[n:], 0.0)
     d2 = _d2_pairs(model, x, f)
     d2_loss = bce(d2[:n], 1.0) + bce(d2[n:], 0.0)
-    return {"loss": d1_loss + d2_loss, "d1": d1_loss, "d2": d2_loss}
+    out = {"d1": d1_loss, "d2": d2_loss}
+    return {"loss": d1_loss + d2_loss + _latent_d_loss(model, f, z_n, out), **out}
 
 
 def selfexgan_eg_loss(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], z_n: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -97,6 +133,12 @@ def _extras(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], z_n: torc
         cycle = ((f["z_hat"] - f["z_e"]).pow(2).sum(1).mean() + (z_n_hat - model.project(z_n)).pow(2).sum(1).mean()) / m
         out["latent_cycle"] = cycle
         extra = extra + t.latent_cycle_weight * cycle
+    if t.latent_adversary_weight > 0:  # E makes its codes pass for prior samples
+        out["latent_adv"] = bce(model.nets.dz(f["z_e"]), 1.0)
+        extra = extra + t.latent_adversary_weight * out["latent_adv"]
+    if t.latent_mmd_weight > 0:
+        out["latent_mmd"] = latent_mmd(f["z_e"], prior_codes(model, z_n))
+        extra = extra + t.latent_mmd_weight * out["latent_mmd"]
     return extra
 
 
@@ -108,7 +150,8 @@ def bigan_d_loss(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], z_n:
     d2 = model.nets.d2(torch.cat([x, f["x_n"]]), torch.cat([f["z_e"], z_n]))
     n = x.shape[0]
     d2_loss = bce(d2[:n], 1.0) + bce(d2[n:], 0.0)
-    return {"loss": d2_loss, "d2": d2_loss}
+    out = {"d2": d2_loss}
+    return {"loss": d2_loss + _latent_d_loss(model, f, z_n, out), **out}
 
 
 def bigan_eg_loss(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], z_n: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -118,7 +161,7 @@ def bigan_eg_loss(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], z_n
     kl = kl_to_unit_gaussian(f["z_e"])
     out = {"adv": adv, "kl": kl}
     t = model.recipe.train
-    if t.recon_weight > 0 or t.latent_cycle_weight > 0:
+    if t.recon_weight > 0 or t.latent_cycle_weight > 0:  # the image and code cycles need G(E(x)) and E(G(E(x)))
         x_hat = model.decode(f["z_e"])
         f = {**f, "x_hat": x_hat, "z_hat": model.encode(x_hat)}
     loss = adv + t.kl_weight * kl + _extras(model, x, f, z_n, out)
@@ -155,7 +198,7 @@ def make_optimizers(model: Model) -> Optimizers:
     t = model.recipe.train
     nets = model.nets
     eg = torch.optim.Adam([*nets.encoder.parameters(), *nets.generator.parameters()], lr=t.lr, betas=t.betas)
-    d_params = [p for net in (nets.d1, nets.d2) if net is not None for p in net.parameters()]
+    d_params = [p for net in nets.discriminators() for p in net.parameters()]
     d = torch.optim.Adam(d_params, lr=t.lr, betas=t.betas) if d_params else None
     return Optimizers(eg=eg, d=d)
 
@@ -165,10 +208,6 @@ _OBJECTIVES = {  # name: (E/G forward, D loss or None, E/G loss)
     "bigan": (_bigan_forward, bigan_d_loss, bigan_eg_loss),
     "autoencoder": (_autoencoder_forward, None, autoencoder_loss),
 }
-
-
-def _discriminators(model: Model) -> list[nn.Module]:
-    return [net for net in (model.nets.d1, model.nets.d2) if net is not None]
 
 
 def train_step(model: Model, opt: Optimizers, x: torch.Tensor, z_noise: list[torch.Tensor],
@@ -194,7 +233,7 @@ def train_step(model: Model, opt: Optimizers, x: torch.Tensor, z_noise: list[tor
         opt.d.zero_grad(set_to_none=True)
         d_out["loss"].backward()
         opt.d.step()
-    discriminators = _discriminators(model)
+    discriminators = model.nets.discriminators()
     for d in discriminators:  # D's weights are constants for the E/G update
         d.requires_grad_(False)
     try:
@@ -212,4 +251,6 @@ def train_step(model: Model, opt: Optimizers, x: torch.Tensor, z_noise: list[tor
     finally:
         for d in discriminators:
             d.requires_grad_(True)
+    if model.nets.generator_ema is not None:
+        model.nets.generator_ema.update_parameters(model.nets.generator)
     return logs

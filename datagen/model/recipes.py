@@ -32,7 +32,7 @@ _LAYER_KEYS = {
     "reshape": set(),
     "dropout": set(),
 }
-NET_ROLES = ("generator", "encoder", "d1", "d2.x", "d2.joint")
+NET_ROLES = ("generator", "encoder", "d1", "d2.x", "d2.joint", "dz")
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,10 @@ class TrainSpec:
     # Additions beyond the thesis (off in the faithful recipes), measured side by side:
     recon_weight: float = 0.0  # L1 between x and G(E(x)) (ALICE-style image cycle)
     latent_cycle_weight: float = 0.0  # squared error between z and proj(E(G(z))) (AGE-style)
+    # Make E's codes fill the prior, so G learns the whole sphere and not only the neighbourhoods of codes:
+    latent_adversary_weight: float = 0.0  # a latent discriminator `dz`: codes vs prior samples (AAE, WAE-GAN)
+    latent_mmd_weight: float = 0.0  # maximum mean discrepancy between codes and prior samples (WAE-MMD)
+    ema_decay: float = 0.0  # > 0: sample from an exponential moving average of G's weights (0: G itself)
     log_every: int = 10  # steps between metrics.jsonl lines
 
 
@@ -100,6 +104,7 @@ class Recipe:
     d1: tuple[Layer, ...]
     d2_x: tuple[Layer, ...]
     d2_joint: tuple[Layer, ...]
+    dz: tuple[Layer, ...] = ()  # the latent discriminator, used when train.latent_adversary_weight > 0
     train: TrainSpec = field(default_factory=TrainSpec)
     model: str = "selfexgan"
     description: str = ""
@@ -123,12 +128,14 @@ class Recipe:
             "d2": {"x": [_layer_to_dict(layer) for layer in self.d2_x],
                    "joint": [_layer_to_dict(layer) for layer in self.d2_joint]},
         }
+        if self.dz:  # absent from recipes without one, so their recipe.json reads as it always did
+            out["dz"] = [_layer_to_dict(layer) for layer in self.dz]
         return out
 
     def architecture(self) -> dict[str, Any]:
         """What must match for a checkpoint to load into nets built from this recipe."""
         d = self.to_dict()
-        return {k: d[k] for k in ("model", "image", "latent", "generator", "encoder", "d1", "d2")}
+        return {k: d[k] for k in ("model", "image", "latent", "generator", "encoder", "d1", "d2", "dz") if k in d}
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +244,7 @@ def _parse_spec(cls: type, raw: Any, where: str) -> Any:
 
 
 TOP_KEYS = {"name", "description", "source", "model", "fixes", "image", "latent", "train",
-            "generator", "encoder", "d1", "d2"}
+            "generator", "encoder", "d1", "d2", "dz"}
 
 
 def parse(raw: dict[str, Any], origin: str) -> Recipe:
@@ -262,8 +269,18 @@ def parse(raw: dict[str, Any], origin: str) -> Recipe:
         raise DatagenError(f"recipe {origin}: latent needs dim >= 1 and radius > 0 if given")
     if train.batch_size < 2 or train.epochs < 1 or train.eg_steps < 1 or train.log_every < 1 or train.lr <= 0:
         raise DatagenError(f"recipe {origin}: train needs batch_size >= 2, lr > 0, and epochs, eg_steps, log_every >= 1")
-    if min(train.kl_weight, train.recon_weight, train.latent_cycle_weight) < 0:
-        raise DatagenError(f"recipe {origin}: train's kl_weight, recon_weight and latent_cycle_weight must be >= 0")
+    weights = ("kl_weight", "recon_weight", "latent_cycle_weight", "latent_adversary_weight", "latent_mmd_weight")
+    if min(getattr(train, w) for w in weights) < 0:
+        raise DatagenError(f"recipe {origin}: train's {', '.join(weights)} must be >= 0")
+    if not 0 <= train.ema_decay < 1:
+        raise DatagenError(f"recipe {origin}: train.ema_decay must be in [0, 1) (0 turns the average off), got {train.ema_decay}")
+    if model == "autoencoder" and (train.latent_adversary_weight > 0 or train.ema_decay > 0):
+        raise DatagenError(f"recipe {origin}: the autoencoder has no adversary to average against and trains no dz; "
+                           f"set latent_adversary_weight and ema_decay to 0, or use model = \"selfexgan\"")
+    dz = _parse_layers(raw["dz"], "dz") if "dz" in raw else ()
+    if train.latent_adversary_weight > 0 and not dz:
+        raise DatagenError(f"recipe {origin}: train.latent_adversary_weight needs a latent discriminator: add a "
+                           f"'dz' layer list ending in {{ fc = 1, act = \"sigmoid\" }} (see recipes/mnist-cpu.toml)")
     fixes = raw.get("fixes", [])
     if not isinstance(fixes, list) or not all(isinstance(f, str) for f in fixes):
         raise DatagenError(f"recipe {origin}: fixes must be a list of strings")
@@ -281,6 +298,7 @@ def parse(raw: dict[str, Any], origin: str) -> Recipe:
         d1=_parse_layers(raw["d1"], "d1"),
         d2_x=_parse_layers(d2.get("x"), "d2.x"),
         d2_joint=_parse_layers(d2.get("joint"), "d2.joint"),
+        dz=dz,
     )
 
 

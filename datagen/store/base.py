@@ -27,7 +27,7 @@ FORMAT_VERSION = 1  # stored under OUTPUT_MARK, which tells datagen.data an outp
 # What decides which images an augment output holds: a resume that changed any of these would mix two outputs.
 # (batch_size: a batch's noise is drawn per batch; channels_last: G's float rounding.)
 RESUME_MUST_MATCH = ("checkpoint_sha256", "noise", "seed", "seeds_per_class", "per_class", "filter", "min_confidence",
-                     "source", "seed_indices", "mix", "unlabeled", "unlabeled_pool", "batch_size", "include_seeds",
+                     "source", "seed_indices", "mix", "unlabeled", "unlabeled_pool", "pseudo_labels", "batch_size", "include_seeds",
                      "channels_last")
 
 
@@ -35,11 +35,17 @@ MANIFEST = OUTPUT_MANIFEST
 H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)  # what h5py raises on damaged files
 
 
+# Per row, beside images, labels, seed_index and real: how sure its label is (1 for a labeled seed's), and what
+# re-creates it: G(latent), the code after the noise of scale `noise` was added (a real row: its own code, noise 0).
+DETAILS = ("label_confidence", "noise", "latent")
+
+
 class Writer(Protocol):
     path: Path
 
     def counts(self) -> list[int]: ...
-    def write(self, images: torch.Tensor | np.ndarray, labels: Any, seed_index: Any, real: Any) -> None: ...
+    def write(self, images: torch.Tensor | np.ndarray, labels: Any, seed_index: Any, real: Any,
+              details: dict[str, Any] | None = None) -> None: ...
     def finish(self) -> None: ...
     def close(self) -> None: ...
     def __enter__(self) -> Writer: ...
@@ -49,11 +55,13 @@ class Writer(Protocol):
 class BaseWriter:
     path: Path
 
-    def __init__(self, path: Path, image_shape: tuple, class_names: list[str], counts: list[int]):
+    def __init__(self, path: Path, image_shape: tuple, class_names: list[str], counts: list[int],
+                 latent_dim: int | None = None):
         self.path = path
         self.image_shape = image_shape
         self.class_names = class_names
         self._counts = counts
+        self.latent_dim = latent_dim  # None: no latent column (an output that did not come from a G)
 
     def counts(self) -> list[int]:
         return list(self._counts)
@@ -64,10 +72,20 @@ class BaseWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _batch(self, images: Any, labels: Any, seed_index: Any, real: Any) -> tuple[np.ndarray, ...]:
-        """The four columns as numpy arrays, checked: a wrong batch is a bug in the caller, hence ValueError."""
+    def _batch(self, images: Any, labels: Any, seed_index: Any, real: Any,
+               details: dict[str, Any] | None = None) -> tuple[np.ndarray, ...]:
+        """The columns as numpy arrays (images, labels, seed_index, real, then DETAILS), checked: a wrong batch is a
+        bug in the caller, hence ValueError. Details not given read as unknown: confidence 1, noise 0, latent NaN."""
         images, labels, seed_index, real = (_numpy(x) for x in (images, labels, seed_index, real))
         n = len(images)
+        details = {k: _numpy(v) for k, v in (details or {}).items()}
+        if set(details) - set(DETAILS):
+            raise ValueError(f"unknown details {sorted(set(details) - set(DETAILS))}; known: {', '.join(DETAILS)}")
+        confidence = details.get("label_confidence", np.ones(n)).astype(np.float32)
+        noise = details.get("noise", np.zeros(n)).astype(np.float32)
+        latent = details.get("latent", np.full((n, self.latent_dim or 0), np.nan)).astype(np.float32)
+        if confidence.shape != (n,) or noise.shape != (n,) or latent.shape != (n, self.latent_dim or 0):
+            raise ValueError(f"label_confidence and noise must each hold {n} values, latent {n}×{self.latent_dim or 0}")
         if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
             raise ValueError(f"images must be uint8 N×{'×'.join(map(str, self.image_shape))}, "
                              f"got {images.dtype} {images.shape}")
@@ -76,7 +94,7 @@ class BaseWriter:
         labels, seed_index = labels.astype(np.int64), seed_index.astype(np.int64)
         if n and (labels.min() < 0 or labels.max() >= len(self.class_names)):
             raise ValueError(f"labels must lie in 0..{len(self.class_names) - 1}")
-        return np.ascontiguousarray(images), labels, seed_index, real.astype(bool)
+        return np.ascontiguousarray(images), labels, seed_index, real.astype(bool), confidence, noise, latent
 
 
 def _numpy(x: Any) -> np.ndarray:

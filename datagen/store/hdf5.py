@@ -23,8 +23,9 @@ _COLUMN_CHUNK = 4096  # labels/seed_index/real: small chunks, since a partial ch
 _GZIP_LEVEL = 1  # much faster to pack than 4 for slightly larger files (docs/performance-notes.md)
 _PACK_CHUNKS = 64  # image chunks read, deflated in parallel and written per round of finish()
 _MAX_ATTR_JSON = 32 << 10  # larger provenance goes into a dataset: HDF5 object headers cap attributes at 64 KiB
-COLUMNS = (("labels", np.int64), ("seed_index", np.int64), ("real", np.bool_))
-DATASETS = ("images", *dict(COLUMNS))
+COLUMNS = (("labels", np.int64), ("seed_index", np.int64), ("real", np.bool_), ("label_confidence", np.float32),
+           ("noise", np.float32))
+DATASETS = ("images", *dict(COLUMNS))  # and "latent" (N×M float32) when the output came from a G
 
 
 class H5Writer(BaseWriter):
@@ -38,13 +39,14 @@ class H5Writer(BaseWriter):
     unchanged, whatever the index says.
     """
 
-    def __init__(self, path: Path, f: h5py.File, image_shape: tuple, class_names: list[str], counts: list[int]):
-        super().__init__(path, image_shape, class_names, counts)
+    def __init__(self, path: Path, f: h5py.File, image_shape: tuple, class_names: list[str], counts: list[int],
+                 latent_dim: int | None = None):
+        super().__init__(path, image_shape, class_names, counts, latent_dim)
         self._f: h5py.File | None = f
         self._n = sum(counts)
 
     @classmethod
-    def create(cls, path: Path, shape: tuple, names: list[str], prov: dict) -> H5Writer:
+    def create(cls, path: Path, shape: tuple, names: list[str], prov: dict, latent_dim: int | None = None) -> H5Writer:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _drop_packing_leftovers(path)
@@ -53,7 +55,7 @@ class H5Writer(BaseWriter):
             f = h5py.File(path, "w")
         except OSError as error:
             raise unwritable(path, error) from None
-        _h5_datasets(f, shape, 0, packed=False)
+        _h5_datasets(f, shape, 0, latent_dim, packed=False)
         text = json.dumps(prov)
         if len(text.encode()) > _MAX_ATTR_JSON:
             f.create_dataset("provenance_json", data=text, dtype=h5py.string_dtype())
@@ -62,10 +64,10 @@ class H5Writer(BaseWriter):
         f.attrs.update({OUTPUT_MARK: FORMAT_VERSION}, complete=False, n_written=0, image_shape=list(shape),
                        class_names=json.dumps(names))  # a JSON list: what datagen.data.load reads
         f.flush()
-        return cls(path, f, shape, names, [0] * len(names))
+        return cls(path, f, shape, names, [0] * len(names), latent_dim)
 
     @classmethod
-    def reopen(cls, path: Path, shape: tuple, names: list[str], prov: dict) -> H5Writer:
+    def reopen(cls, path: Path, shape: tuple, names: list[str], prov: dict, latent_dim: int | None = None) -> H5Writer:
         if path.is_dir():
             raise DatagenError(f"{path} is a directory, not an HDF5 output: pass --format imagefolder to resume it")
         try:
@@ -79,8 +81,12 @@ class H5Writer(BaseWriter):
                 raise DatagenError(f"{path} is not an HDF5 file written by datagen: choose another --out")
             old_names, old_prov = json.loads(f.attrs["class_names"]), read_provenance(f)
             check_resume(path, shape, names, prov, f["images"].shape[1:], old_names, old_prov)
-            n = min(int(f.attrs["n_written"]), *(len(f[name]) for name in DATASETS))
-            for name in DATASETS:  # drop rows of a batch that was cut short
+            names_here = _datasets(latent_dim)
+            if any(name not in f for name in names_here):
+                raise DatagenError(f"cannot resume {path}: it was written by an older datagen, without the columns "
+                                   f"{', '.join(n for n in names_here if n not in f)}; pass --overwrite to start it again")
+            n = min(int(f.attrs["n_written"]), *(len(f[name]) for name in names_here))
+            for name in names_here:  # drop rows of a batch that was cut short
                 f[name].resize(n, axis=0)
             f.attrs["n_written"] = n
             f.flush()
@@ -92,10 +98,12 @@ class H5Writer(BaseWriter):
         except BaseException:
             f.close()
             raise
-        return cls(path, f, shape, names, counts)
+        return cls(path, f, shape, names, counts, latent_dim)
 
-    def write(self, images: Any, labels: Any, seed_index: Any, real: Any) -> None:
-        columns = dict(zip(DATASETS, self._batch(images, labels, seed_index, real)))
+    def write(self, images: Any, labels: Any, seed_index: Any, real: Any, details: dict[str, Any] | None = None) -> None:
+        columns = dict(zip((*DATASETS, "latent"), self._batch(images, labels, seed_index, real, details)))
+        if self.latent_dim is None:
+            del columns["latent"]
         f = self._open()
         start, end = self._n, self._n + len(columns["labels"])
         try:
@@ -121,9 +129,9 @@ class H5Writer(BaseWriter):
         try:
             with atomic_path(self.path) as tmp:
                 with h5py.File(tmp, "w") as out:
-                    _h5_datasets(out, self.image_shape, self._n, packed=True)
+                    _h5_datasets(out, self.image_shape, self._n, self.latent_dim, packed=True)
                     _pack_images(f["images"], out["images"], self._n)
-                    for name in dict(COLUMNS):  # labels, seed_index, real: small, copied as they are
+                    for name in _datasets(self.latent_dim)[1:]:  # the columns: small, copied as they are
                         step = f[name].chunks[0] * 8
                         for start in range(0, self._n, step):
                             out[name][start:start + step] = f[name][start:min(self._n, start + step)]
@@ -151,8 +159,12 @@ def _drop_packing_leftovers(path: Path) -> None:
         leftover.unlink()
 
 
-def _h5_datasets(f: h5py.File, shape: tuple, n: int, *, packed: bool) -> None:
-    """images N×H×W×C and the three columns, resizable along N, chunked; compressed when `packed`."""
+def _datasets(latent_dim: int | None) -> tuple[str, ...]:
+    return DATASETS if latent_dim is None else (*DATASETS, "latent")
+
+
+def _h5_datasets(f: h5py.File, shape: tuple, n: int, latent_dim: int | None, *, packed: bool) -> None:
+    """images N×H×W×C, the columns and the latent codes (N×M), resizable along N, chunked; compressed when `packed`."""
     h, w, c = shape
     rows = max(1, _CHUNK_BYTES // (h * w * c))  # a whole number of samples per chunk
     filters = {"compression": "gzip", "compression_opts": _GZIP_LEVEL, "shuffle": True} if packed else {}
@@ -164,6 +176,10 @@ def _h5_datasets(f: h5py.File, shape: tuple, n: int, *, packed: bool) -> None:
         column = f.create_dataset(name, shape=(n,), maxshape=(None,), dtype=dtype, chunks=(_COLUMN_CHUNK,),
                                   **filters)
         column.dims[0].label = "sample"
+    if latent_dim is not None:
+        latent = f.create_dataset("latent", shape=(n, latent_dim), maxshape=(None, latent_dim), dtype=np.float32,
+                                  chunks=(max(1, _COLUMN_CHUNK // latent_dim), latent_dim), **filters)
+        latent.dims[0].label = "sample"
 
 
 def _pack_images(src: h5py.Dataset, dst: h5py.Dataset, n: int) -> None:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from datagen.common.errors import DatagenError
@@ -45,16 +46,17 @@ class FolderWriter(BaseWriter):
 
     def __init__(self, path: Path, manifest: dict):
         # self._counts *is* manifest["counts"]: counting a PNG updates the manifest that is written next
-        super().__init__(path, tuple(manifest["image_shape"]), manifest["class_names"], manifest["counts"])
+        super().__init__(path, tuple(manifest["image_shape"]), manifest["class_names"], manifest["counts"],
+                         manifest.get("latent_dim"))
         self._manifest: dict | None = manifest
         self._folders = [path / name for name in manifest["folders"]]
 
     @classmethod
-    def create(cls, path: Path, shape: tuple, names: list[str], prov: dict) -> FolderWriter:
+    def create(cls, path: Path, shape: tuple, names: list[str], prov: dict, latent_dim: int | None = None) -> FolderWriter:
         folders = folder_names(names)
         manifest = {OUTPUT_MARK: FORMAT_VERSION, "format": "imagefolder", "complete": False,
                     "image_shape": list(shape), "class_names": names, "folders": folders, "counts": [0] * len(names),
-                    "provenance": prov, "seed_index": [[] for _ in names], "real": [[] for _ in names]}
+                    "provenance": prov, "latent_dim": latent_dim, **{key: [[] for _ in names] for key in _PER_IMAGE}}
         try:
             for folder in folders:
                 (path / folder).mkdir(parents=True, exist_ok=True)
@@ -64,7 +66,7 @@ class FolderWriter(BaseWriter):
         return cls(path, manifest)
 
     @classmethod
-    def reopen(cls, path: Path, shape: tuple, names: list[str], prov: dict) -> FolderWriter:
+    def reopen(cls, path: Path, shape: tuple, names: list[str], prov: dict, latent_dim: int | None = None) -> FolderWriter:
         if not path.is_dir() or not (path / MANIFEST).is_file():
             raise DatagenError(f"{path} is not an ImageFolder output written by datagen (no {MANIFEST}): "
                                "choose another --out, or pass --format hdf5 if it is an HDF5 output")
@@ -76,6 +78,9 @@ class FolderWriter(BaseWriter):
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise DatagenError(f"cannot resume {path}: {MANIFEST} is unreadable ({error}); "
                                "pass --overwrite to start it again") from None
+        if any(key not in manifest for key in _PER_IMAGE) or manifest.get("latent_dim") != latent_dim:
+            raise DatagenError(f"cannot resume {path}: it was written by an older datagen, without each image's label "
+                               "confidence and latent code; pass --overwrite to start it again")
         check_resume(path, shape, names, prov, *old)
         try:
             _drop_unrecorded(path, manifest)
@@ -85,19 +90,23 @@ class FolderWriter(BaseWriter):
             raise unwritable(path, error) from None
         return cls(path, manifest)
 
-    def write(self, images: Any, labels: Any, seed_index: Any, real: Any) -> None:
-        images, labels, seed_index, real = self._batch(images, labels, seed_index, real)
+    def write(self, images: Any, labels: Any, seed_index: Any, real: Any, details: dict[str, Any] | None = None) -> None:
+        images, labels, *columns = self._batch(images, labels, seed_index, real, details)
         manifest = self._open()
         grey = self.image_shape[2] == 1
+        per_image = dict(zip(_PER_IMAGE, (columns[0].tolist(), columns[1].astype(int).tolist(),
+                                          *(np.round(c, 6).tolist() for c in columns[2:]))))
+        if self.latent_dim is None:
+            del per_image["latent"]
         try:
-            for image, label, seed, is_real in zip(images, labels.tolist(), seed_index.tolist(), real.tolist()):
+            for i, (image, label) in enumerate(zip(images, labels.tolist())):
                 folder, n = self._folders[label], self._counts[label]
                 final = folder / f"{n:0{PNG_DIGITS}d}.png"
                 with atomic_path(final) as tmp:  # hidden: no reader ever sees a half-written PNG
                     Image.fromarray(image[..., 0] if grey else image).save(tmp, format="PNG")
                 self._counts[label] += 1
-                manifest["seed_index"][label].append(seed)
-                manifest["real"][label].append(int(is_real))
+                for key, values in per_image.items():
+                    manifest[key][label].append(values[i])
             manifest["complete"] = False  # a resumed, finished output that grows is unfinished again
             _write_manifest(self.path, manifest)  # PNGs past the manifest's counts are dropped on resume
         except OSError as error:
@@ -116,6 +125,9 @@ class FolderWriter(BaseWriter):
         if self._manifest is None:
             raise ValueError(f"the writer for {self.path} is closed")
         return self._manifest
+
+
+_PER_IMAGE = ("seed_index", "real", "label_confidence", "noise", "latent")  # per class, one value per PNG
 
 
 def check_folders(folders: list[str]) -> None:
@@ -142,7 +154,7 @@ def _drop_unrecorded(root: Path, manifest: dict) -> None:
             number = _png_number(file.name)
             if is_temporary(file.name) or (number is not None and number >= count):
                 file.unlink()
-    for key in ("seed_index", "real"):  # written together with counts, so already equal; cheap insurance
+    for key in _PER_IMAGE:  # written together with counts, so already equal; cheap insurance
         manifest[key] = [values[:count] for values, count in zip(manifest[key], manifest["counts"])]
 
 

@@ -13,12 +13,12 @@ from datagen.store.base import BaseWriter
 class MemoryWriter(BaseWriter):
     """The writer protocol (datagen.store.base.Writer) into lists: checked like a file output's batches."""
 
-    def __init__(self, image_shape: tuple, class_names: list[str]):
-        super().__init__(Path("<memory>"), tuple(image_shape), list(class_names), [0] * len(class_names))
+    def __init__(self, image_shape: tuple, class_names: list[str], latent_dim: int | None = None):
+        super().__init__(Path("<memory>"), tuple(image_shape), list(class_names), [0] * len(class_names), latent_dim)
         self._batches: list[tuple[np.ndarray, ...]] = []
 
-    def write(self, images: Any, labels: Any, seed_index: Any, real: Any) -> None:
-        batch = self._batch(images, labels, seed_index, real)
+    def write(self, images: Any, labels: Any, seed_index: Any, real: Any, details: dict[str, Any] | None = None) -> None:
+        batch = self._batch(images, labels, seed_index, real, details)
         self._batches.append(batch)
         for label, count in zip(*np.unique(batch[1], return_counts=True)):
             self._counts[label] += int(count)

@@ -14,7 +14,8 @@ from datagen.store.imagefolder import FolderWriter
 
 
 def open_writer(path: Path, fmt: str, *, image_shape: tuple[int, int, int], class_names: list[str],
-                provenance: dict, resume: bool = False, overwrite: bool = False) -> Writer:
+                provenance: dict, resume: bool = False, overwrite: bool = False, latent_dim: int | None = None) -> Writer:
+    """A new, resumed or replaced output; `latent_dim` adds a column for each row's latent code."""
     if fmt not in FORMATS:
         raise DatagenError(f"unknown output format {fmt!r}: use one of {', '.join(FORMATS)}")
     if resume and overwrite:
@@ -31,12 +32,12 @@ def open_writer(path: Path, fmt: str, *, image_shape: tuple[int, int, int], clas
     if _exists(path, fmt):
         if resume:
             opener = H5Writer.reopen if fmt == "hdf5" else FolderWriter.reopen
-            return opener(path, shape, names, prov)
+            return opener(path, shape, names, prov, latent_dim)
         if not overwrite:
             raise DatagenError(f"{path} exists: pass --resume to continue it or --overwrite to replace it")
         _remove(path)
     create = H5Writer.create if fmt == "hdf5" else FolderWriter.create
-    return create(path, shape, names, prov)
+    return create(path, shape, names, prov, latent_dim)
 
 
 def _exists(path: Path, fmt: str) -> bool:
@@ -76,9 +77,9 @@ class Overlapped:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="datagen-writer")
         self._in_flight: Future | None = None
 
-    def write(self, images: Any, labels: Any, seed_index: Any, real: Any) -> None:
+    def write(self, images: Any, labels: Any, seed_index: Any, real: Any, details: dict[str, Any] | None = None) -> None:
         self._drain()
-        self._in_flight = self._pool.submit(self._writer.write, images, labels, seed_index, real)
+        self._in_flight = self._pool.submit(self._writer.write, images, labels, seed_index, real, details)
 
     def counts(self) -> list[int]:
         self._drain()

@@ -63,19 +63,20 @@ class Monitor:
     @torch.no_grad()
     def measure(self, model: Model, images: torch.Tensor, samples_dir: Path, epoch: int) -> dict[str, float | None]:
         """Fidelity and error on the held-out batch, plus the epoch's two grids; nets left in train mode."""
-        nets = [model.nets.encoder, model.nets.generator]
+        generator = model.nets.sampler()  # the G augment will use
+        nets = [model.nets.encoder, generator]
         for net in nets:
             net.eval()
         try:
-            device = next(model.nets.generator.parameters()).device
+            device = next(generator.parameters()).device
             x = to_model_input(images[self.holdout.to(images.device)]).to(device)
-            x_rec = model.decode(model.encode(x))
+            x_rec = generator(model.encode(x))
             fidelity = None
             if self.classifier is not None:
                 self.classifier.to(device)
                 fidelity = label_fidelity(self.classifier, x, x_rec)
             pairs_grid(x[:GRID], x_rec[:GRID], samples_dir / f"epoch-{epoch:03d}-recon.png")
-            save_grid(model.decode(self.fixed_noise.to(device)), samples_dir / f"epoch-{epoch:03d}-gauss.png")
+            save_grid(generator(self.fixed_noise.to(device)), samples_dir / f"epoch-{epoch:03d}-gauss.png")
         finally:
             for net in nets:
                 net.train()
