@@ -37,6 +37,7 @@ def test_mmd_is_near_zero_for_the_prior_itself_and_grows_for_codes_that_miss_it(
     (["train.ema_decay=1"], "ema_decay must be in"),
     (["train.latent_mmd_weight=-1"], "must be >= 0"),
     (["model=autoencoder", "train.ema_decay=0.9"], "the autoencoder"),
+    (["train.spectral_norm=1"], "must be true or false"),
 ])
 def test_bad_generator_settings_are_named(setting, message, tmp_path):
     raw = recipes.load("tiny8").to_dict()

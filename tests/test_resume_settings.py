@@ -10,7 +10,8 @@ from datagen.train.rundir import read_metrics
 
 
 def _aug(run, out, **kw):
-    base = dict(run=run, per_class=6, seeds_per_class=3, filter=False, out=out, batch_size=4, progress=False)
+    base = dict(run=run, per_class=6, seeds_per_class=3, filter=False, out=out, batch_size=4, progress=False,
+                unlabeled=False)
     return AugmentOptions(**{**base, **kw})
 
 
@@ -22,7 +23,7 @@ def _aug(run, out, **kw):
 ])
 def test_augment_resume_refuses_settings_that_change_the_images(run, tmp_path, change, named):
     out = tmp_path / "a.h5"
-    augment(_aug(run, out, unlabeled=False))
+    augment(_aug(run, out))
     with pytest.raises(DatagenError, match=named):
         augment(_aug(run, out, resume=True, **change))
 

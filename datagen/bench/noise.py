@@ -52,7 +52,8 @@ class Sweep:
 
 
 def sweep(run: Path, scales: tuple[float, ...], *, per_class: int = 300, seeds_per_class: int | None = 10,
-          min_confidence: float = 0.9, seed: int = 0, data_root: Path | None = None, progress: bool = True) -> Sweep:
+          min_confidence: float = 0.9, seed: int = 0, data_root: Path | None = None, progress: bool = True,
+          mix: float = 0.0) -> Sweep:
     ckpt = rundir.checkpoint_of(run)
     state = checkpoint.load(ckpt)
     img = state["recipe"]["image"]
@@ -69,7 +70,9 @@ def sweep(run: Path, scales: tuple[float, ...], *, per_class: int = 300, seeds_p
                 out = Path(tmp) / f"{k}-{int(use_filter)}.h5"
                 started = time.perf_counter()
                 try:
+                    # unlabeled=False: the neighbours of labeled seeds alone, so a wrong label is G's, not the labelling's
                     result = augment(AugmentOptions(run=ckpt, per_class=per_class, seeds_per_class=seeds_per_class,
+                                                    unlabeled=False, mix=mix,
                                                     noise=(sigma,), filter=use_filter, min_confidence=min_confidence,
                                                     out=out, seed=seed, data_root=data_root, progress=progress))
                 except FilterCapError:  # this scale is too far for the filter: a result of the sweep, not a failure
@@ -78,7 +81,7 @@ def sweep(run: Path, scales: tuple[float, ...], *, per_class: int = 300, seeds_p
                 seconds = time.perf_counter() - started
                 rows.append(_judge(out, ref.net, seeds, position, sigma, use_filter, result.rejection, seconds))
     settings = {"run": str(ckpt), "scales": list(scales), "per_class": per_class, "seeds_per_class": seeds_per_class,
-                "min_confidence": min_confidence, "seed": seed, "source": source, "reference_steps": reference.STEPS}
+                "min_confidence": min_confidence, "seed": seed, "mix": mix, "source": source, "reference_steps": reference.STEPS}
     return Sweep(rows=rows, reference_test_accuracy=ref.test_accuracy, settings=settings)
 
 

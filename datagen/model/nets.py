@@ -175,10 +175,21 @@ def build(recipe: Recipe) -> Nets:
     if recipe.train.latent_adversary_weight > 0:
         dz, dz_out = build_stack(recipe.dz, (m,), "dz", head=True)
         _check_head(dz_out, "dz")
+    if recipe.train.spectral_norm:
+        for net in (d1, d2, dz):
+            if net is not None:
+                _spectral_norm(net)
     # The average starts as a copy of G and follows it (buffers too: BatchNorm's running statistics).
     ema = (AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(recipe.train.ema_decay), use_buffers=True)
            if recipe.train.ema_decay > 0 else None)
     return Nets(encoder=encoder, generator=generator, d1=d1, d2=d2, dz=dz, generator_ema=ema)
+
+
+def _spectral_norm(net: nn.Module) -> None:
+    """Bound each weight's largest singular value by 1 (Miyato et al. 2018), so D cannot sharpen without limit."""
+    for module in list(net.modules()):
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.utils.parametrizations.spectral_norm(module)
 
 
 def parameter_count(net: nn.Module) -> int:

@@ -91,6 +91,7 @@ class TrainSpec:
     latent_adversary_weight: float = 0.0  # a latent discriminator `dz`: codes vs prior samples (AAE, WAE-GAN)
     latent_mmd_weight: float = 0.0  # maximum mean discrepancy between codes and prior samples (WAE-MMD)
     ema_decay: float = 0.0  # > 0: sample from an exponential moving average of G's weights (0: G itself)
+    spectral_norm: bool = False  # spectral normalisation of every conv and fc weight of D1, D2 and dz (SN-GAN)
     log_every: int = 10  # steps between metrics.jsonl lines
 
 
@@ -221,6 +222,10 @@ def _check_value(name: str, annotation: str, value: Any, where: str) -> Any:
     if annotation.startswith("int"):
         if not _is_int(value) or value < 0:
             raise DatagenError(f"{where}.{name} must be a whole number >= 0, got {value!r}")
+        return value
+    if annotation.startswith("bool"):
+        if not isinstance(value, bool):
+            raise DatagenError(f"{where}.{name} must be true or false, got {value!r}")
         return value
     if annotation.startswith("float"):
         if not _is_number(value):
