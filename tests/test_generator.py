@@ -59,6 +59,22 @@ def _toml(raw):
     return "\n".join(f"{k} = {value(v)}" for k, v in raw.items()) + "\n"
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
+def test_prior_sample_weight_scales_d1s_term_for_prior_samples(weight):
+    from datagen.model.objectives import _selfexgan_forward, bce, selfexgan_d_loss
+
+    r = recipes.apply_overrides(recipes.load("tiny8"), [f"train.prior_sample_weight={weight}"])
+    torch.manual_seed(0)
+    model = Model(recipe=r, nets=nets.build(r))
+    x, z_n = torch.rand(6, 1, 8, 8) * 2 - 1, model.gaussian(6)
+    with torch.no_grad():
+        f = _selfexgan_forward(model, x, z_n)
+        got = selfexgan_d_loss(model, x, f, z_n)["d1"]
+        d1 = model.nets.d1(torch.cat([x, f["x_hat"], f["x_n"]] if weight else [x, f["x_hat"]]))
+        fakes = bce(d1[6:12], 0.0) + weight * (bce(d1[12:], 0.0) if weight else 0)
+        assert torch.allclose(got, bce(d1[:6], 1.0) + fakes / (1 + weight))
+
+
 def test_a_run_that_keeps_an_average_renders_with_it():
     r = recipes.apply_overrides(recipes.load("tiny8"), ["train.ema_decay=0.5"])
     torch.manual_seed(0)

@@ -38,7 +38,7 @@ def test_two_way_softmax_head_equals_sigmoid_of_logit_difference():
 @pytest.mark.parametrize("variant", [[], ["model=bigan"], ["model=autoencoder"],
                                      ["train.recon_weight=1", "train.latent_cycle_weight=1", "train.eg_steps=2"],
                                      ["train.latent_adversary_weight=1", "train.latent_mmd_weight=1", "train.ema_decay=0.9",
-                                      "train.spectral_norm=true"],
+                                      "train.spectral_norm=true", "train.prior_sample_weight=0"],
                                      ["model=bigan", "train.latent_adversary_weight=1", "train.ema_decay=0.9"]])
 @pytest.mark.parametrize("recipe", ["tiny8", "tiny16"])
 def test_one_training_step_updates_every_net(recipe, variant):

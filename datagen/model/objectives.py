@@ -50,6 +50,23 @@ def _selfexgan_forward(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict
     return {"z_e": z_e, "x_hat": x_hat, "x_n": x_n, "z_hat": z_hat}
 
 
+def _d1_batch(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor]) -> torch.Tensor:
+    """D1 on x, x_hat and x_n in one call (x_n left out when its weight is 0), in both steps alike."""
+    prior = [f["x_n"]] if model.recipe.train.prior_sample_weight > 0 else []
+    return model.nets.d1(torch.cat([x, f["x_hat"], *prior]))
+
+
+def _d1_fakes(model: Model, d1: torch.Tensor, n: int, target: float) -> torch.Tensor:
+    """D1's loss on the fakes: x_hat and x_n, x_n's term weighted by train.prior_sample_weight (1: the thesis'
+    plain mean over both)."""
+    w = model.recipe.train.prior_sample_weight
+    if w == 1:
+        return bce(d1[n:], target)
+    if w == 0:
+        return bce(d1[n:2 * n], target)
+    return (bce(d1[n:2 * n], target) + w * bce(d1[2 * n:], target)) / (1 + w)
+
+
 def _d2_pairs(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor]) -> torch.Tensor:
     """D2 on the real pair (x, z_e), then the fake pairs (x_hat, z_e) and (x, z_hat), in one call."""
     return model.nets.d2(torch.cat([x, f["x_hat"], x]), torch.cat([f["z_e"], f["z_e"], f["z_hat"]]))
@@ -92,8 +109,8 @@ def selfexgan_d_loss(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor], 
     """D1: x real, x_hat and x_n fake. D2: (x, z_e) real, (x_hat, z_e) and (x, z_hat) fake. dz (if any): prior
     samples real, codes fake."""
     n = x.shape[0]
-    d1 = model.nets.d1(torch.cat([x, f["x_hat"], f["x_n"]]))
-    d1_loss = bce(d1[:n], 1.0) + bce(d1[n:], 0.0)
+    d1 = _d1_batch(model, x, f)
+    d1_loss = bce(d1[:n], 1.0) + _d1_fakes(model, d1, n, 0.0)
     d2 = _d2_pairs(model, x, f)
     d2_loss = bce(d2[:n], 1.0) + bce(d2[n:], 0.0)
     out = {"d1": d1_loss, "d2": d2_loss}
@@ -108,9 +125,9 @@ def selfexgan_eg_loss(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor],
     E/G gradient and is left out of the loss.
     """
     n = x.shape[0]
-    d1 = model.nets.d1(torch.cat([x, f["x_hat"], f["x_n"]]))
+    d1 = _d1_batch(model, x, f)
     d2 = _d2_pairs(model, x, f)
-    adv = bce(d1[n:], 1.0) + bce(d2[:n], 0.0) + bce(d2[n:], 1.0)
+    adv = _d1_fakes(model, d1, n, 1.0) + bce(d2[:n], 0.0) + bce(d2[n:], 1.0)
     kl = kl_to_unit_gaussian(f["z_e"])
     loss = adv + model.recipe.train.kl_weight * kl
     out = {"adv": adv, "kl": kl}

@@ -91,6 +91,9 @@ class TrainSpec:
     latent_adversary_weight: float = 0.0  # a latent discriminator `dz`: codes vs prior samples (AAE, WAE-GAN)
     latent_mmd_weight: float = 0.0  # maximum mean discrepancy between codes and prior samples (WAE-MMD)
     ema_decay: float = 0.0  # > 0: sample from an exponential moving average of G's weights (0: G itself)
+    # D1's term for prior samples G(z_n), against its term for reconstructions; 0 trains G on reconstructions only
+    # (D1 sharpens G(E(x)), and samples from the prior are G's generalisation between codes, as in VAE-GAN)
+    prior_sample_weight: float = 1.0
     spectral_norm: bool = False  # spectral normalisation of every conv and fc weight of D1, D2 and dz (SN-GAN)
     log_every: int = 10  # steps between metrics.jsonl lines
 
@@ -274,7 +277,8 @@ def parse(raw: dict[str, Any], origin: str) -> Recipe:
         raise DatagenError(f"recipe {origin}: latent needs dim >= 1 and radius > 0 if given")
     if train.batch_size < 2 or train.epochs < 1 or train.eg_steps < 1 or train.log_every < 1 or train.lr <= 0:
         raise DatagenError(f"recipe {origin}: train needs batch_size >= 2, lr > 0, and epochs, eg_steps, log_every >= 1")
-    weights = ("kl_weight", "recon_weight", "latent_cycle_weight", "latent_adversary_weight", "latent_mmd_weight")
+    weights = ("kl_weight", "recon_weight", "latent_cycle_weight", "latent_adversary_weight", "latent_mmd_weight",
+               "prior_sample_weight")
     if min(getattr(train, w) for w in weights) < 0:
         raise DatagenError(f"recipe {origin}: train's {', '.join(weights)} must be >= 0")
     if not 0 <= train.ema_decay < 1:
