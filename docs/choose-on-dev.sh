@@ -5,7 +5,8 @@
 #   3. the gan arms' settings (noise, unlabeled images, filter) compared on dev with the chosen classifier;
 #   4. the reported tables: every default arm on dev and, once, on test, pooled over the N runs.
 # Runs several evaluations at once (one process per job); on a GPU machine the classifiers train on the GPU.
-# Usage: bash docs/choose-on-dev.sh OUT   (env: DATASET, EPOCHS, RUNS, BUDGETS, REPEATS, SWEEP_REPEATS, FIXMATCH_BUDGETS, FIXMATCH_REPEATS, JOBS, TRAIN_ARGS, EXTRA)
+# Usage: bash docs/choose-on-dev.sh OUT   (env: DATASET, EPOCHS, RUNS, BUDGETS, REPEATS, SWEEP_REPEATS, FIXMATCH_BUDGETS, FIXMATCH_REPEATS, JOBS, TRAIN_ARGS, EXTRA,
+#   CLASSIFIER_ARGS: skip step 2 and use these classifier options)
 set -euo pipefail
 OUT=${1:?give an output folder}
 DATASET=${DATASET:-mnist-5k}; EPOCHS=${EPOCHS:-10}; RUNS=${RUNS:-3}; BUDGETS=${BUDGETS:-1,5,10,50}
@@ -48,6 +49,9 @@ args_of() {  # args_of NAME "name args" ...: the args of the setting called NAME
   for setting in "$@"; do set -- $setting; if [ "$1" = "$want" ]; then shift; echo "$*"; fi; done
 }
 
+if [ -n "${CLASSIFIER_ARGS:-}" ]; then  # chosen before (issue 13: --lr 1e-2 --weight-decay 5e-4 --width 16 --steps 1000)
+  CLF=$CLASSIFIER_ARGS
+else
 log "2. classifier candidates on dev (real, real+classic)"
 CANDIDATES=(
   "c1 --lr 3e-3 --weight-decay 5e-4 --width 16 --steps 1000"
@@ -60,14 +64,16 @@ CANDIDATES=(
 sweep classifier "datagen evaluate --run $RUN1 --split dev --arms real,real+classic --labels-per-class $BUDGETS --repeats $SWEEP_REPEATS --no-quality" "${CANDIDATES[@]}"
 CLF=$(args_of "$(cat "$OUT/classifier/chosen")" "${CANDIDATES[@]}")
 log "   chosen classifier: $(cat "$OUT/classifier/chosen") ($CLF)"
+fi
 
 log "3. gan-arm settings on dev (chosen classifier)"
-SETTINGS=(
-  "g-noise0.25 --noise 0.25"
+SETTINGS=(  # issue 14's candidates (issue 13 compared σ 0.25 / 0.5 / 1.0, --seeds-only and --filter: README)
   "g-noise0.5 --noise 0.5"
-  "g-noise1.0 --noise 1.0"
-  "g-seeds-only --seeds-only"
-  "g-filter --filter"
+  "g-noise0.3 --noise 0.3"
+  "g-mix-noise0.3 --noise 0.3 --mix 1"
+  "g-mix-noise0.5 --noise 0.5 --mix 1"
+  "g-conf0.5 --noise 0.5 --min-label-confidence 0.5"
+  "g-filter --noise 0.5 --filter"
 )
 sweep gan "datagen evaluate --runs $RUNLIST --split dev --arms real+gan,real+gan+classic --labels-per-class $BUDGETS --repeats $(( (SWEEP_REPEATS + 1) / 2 )) --no-quality $CLF" "${SETTINGS[@]}"
 GAN_SETTINGS=$(args_of "$(cat "$OUT/gan/chosen")" "${SETTINGS[@]}")

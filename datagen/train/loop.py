@@ -169,9 +169,12 @@ def dry_run_report(plan: Plan) -> str:
     img = (recipe.image.channels, recipe.image.size, recipe.image.size)
     m = recipe.latent.dim
     built = nets.build(recipe)
-    inputs = {"encoder": [img], "generator": [(m,)], "d1": [img], "d2": [img, (m,)]}
+    inputs = {"encoder": [img], "generator": [(m,)], "d1": [img], "d2": [img, (m,)], "dz": [(m,)]}
     lines = [f"recipe {recipe.name} for {plan.dataset} -> {plan.out}", json.dumps(recipe.to_dict(), indent=2)]
     for name, net in built.items():
+        if name == "generator_ema":
+            lines.append(f"\n{name}: the average of generator's weights (train.ema_decay {recipe.train.ema_decay}), its shapes")
+            continue
         lines.append(f"\n{name}: {nets.parameter_count(net):,} parameters, input {' + '.join(str(s) for s in inputs[name])}")
         lines += [f"  {shape!s:<18} {desc}" for desc, shape in nets.layer_shapes(net, inputs[name])]
     return "\n".join(lines)
