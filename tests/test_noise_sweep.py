@@ -79,3 +79,12 @@ def test_a_scale_the_filter_cannot_pass_is_a_row_not_a_failure(run_with_referenc
 def test_bench_noise_bad_scales_are_one_line(cli, tiny_run):
     done = cli("bench", "noise", str(tiny_run), "--scales", "0,x")
     assert done.returncode == 2 and "--scales" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_bench_noise_with_mix_grows_blends_of_two_seeds(run_with_reference, monkeypatch):
+    judge_every_tenth(monkeypatch)
+    plain = noise.sweep(run_with_reference, (0.0,), per_class=6, seeds_per_class=3, progress=False)
+    mixed = noise.sweep(run_with_reference, (0.0,), per_class=6, seeds_per_class=3, progress=False, mix=1.0)
+    assert plain.settings["mix"] == 0 and mixed.settings["mix"] == 1.0
+    # at noise 0 a plain neighbour is the seed's reconstruction; a blend sits between two seeds of the class
+    assert mixed.rows[0].distance_to_seed != pytest.approx(plain.rows[0].distance_to_seed)
