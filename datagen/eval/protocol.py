@@ -32,6 +32,7 @@ from datagen.data.sources import load
 from datagen.eval import downstream, quality, stats
 from datagen.eval.defaults import ALL_ARMS, ARMS, BUDGETS, GAN_PER_CLASS, REPEATS, SPLITS
 from datagen.generate.augment import AugmentOptions, class_pools, codes_and_owners, grow_in_memory
+from datagen.generate import defaults as augment_defaults
 from datagen.generate.filter import FILTER_CACHE, filter_classifier
 from datagen.model import checkpoint
 from datagen.model.device import machine, pick_device
@@ -57,7 +58,7 @@ class EvaluateOptions:
     mix: float | None = None  # None: augment's default
     min_label_confidence: float | None = None  # None: augment's default; pseudo and gan arms alike
     unlabeled: bool = True  # gan arms grow from the unlabeled train images too (augment --unlabeled)
-    filter: bool = False  # augment's seed-trained label filter in the gan arms
+    filter: bool = augment_defaults.FILTER  # augment's seed-trained label filter in the gan arms
     classifier: downstream.Recipe = field(default_factory=downstream.Recipe)
     seed: int = 0
     quality: bool = True
