@@ -3,8 +3,9 @@
 For each class: z = proj(E(x_seed)), z' = proj(z + sigma * eps), x' = G(z'); seeds are used
 round-robin; an optional filter (a classifier trained on the seeds only) keeps a neighbour when it
 agrees with the label at a given confidence. Two extensions widen what neighbours start from: `mix`
-blends two seeds of a class, `unlabeled` adds the dataset's other images, each labelled by its
-nearest seed code (README, "datagen evaluate"). Samples stream to the output batch by batch, and a
+blends two seeds of a class, `unlabeled` adds the dataset's other images, labelled from the seeds by
+label spreading on E's codes (datagen.generate.pseudo). Every row records its label's confidence and the
+latent code and noise scale that re-create it. Samples stream to the output batch by batch, and a
 resumed output continues exactly where the interrupted one stopped (datagen.generate.neighbours).
 """
 
