@@ -150,3 +150,15 @@ def test_an_output_from_before_the_details_is_not_resumed_into(run, tmp_path):
         del f["latent"], f["label_confidence"]
     with pytest.raises(DatagenError, match="older datagen.*--overwrite"):
         aug.augment(_opts(run, tmp_path / "old.h5", per_class=3, resume=True))
+
+
+def test_the_default_filter_is_on_only_with_enough_seeds_per_class(run, tmp_path, monkeypatch):
+    from helpers import judge_every_tenth
+
+    judge_every_tenth(monkeypatch)  # accepts one candidate in ten, whatever the G
+    few = aug.augment(_opts(run, tmp_path / "few.h5", filter=None, seeds_per_class=2, per_class=4))
+    many = aug.augment(_opts(run, tmp_path / "many.h5", filter=None, seeds_per_class=10, per_class=4))
+    assert few.rejection == [0.0] * 10  # 2 seeds per class: no filter
+    assert all(r > 0.5 for r in many.rejection)  # 10 seeds per class: the filter judged every class
+    with h5py.File(tmp_path / "many.h5") as f:
+        assert json.loads(f.attrs["provenance"])["filter"] is True

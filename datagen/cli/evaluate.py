@@ -28,7 +28,7 @@ def evaluate_cmd(
     mix: Optional[float] = typer.Option(None, "--mix", help="augment's --mix for the gan arms (default: augment's default)."),
     min_label_confidence: Optional[float] = typer.Option(None, "--min-label-confidence", min=0.0, max=1.0, help="augment's --min-label-confidence for the pseudo and gan arms (default: augment's default)."),
     unlabeled: bool = typer.Option(True, "--unlabeled/--seeds-only", help="gan arms also grow from the train images outside the labels budget, labels never read (augment --unlabeled)."),
-    filter_: bool = typer.Option(augment_defaults.FILTER, "--filter/--no-filter", help="augment's seed-trained label filter in the gan arms (default: augment's default)."),
+    filter_: Optional[bool] = typer.Option(augment_defaults.FILTER, "--filter/--no-filter", help="augment's seed-trained label filter in the gan arms (default: augment's default)."),
     steps: int = typer.Option(CLASSIFIER["steps"], "--steps", min=1, help="Optimisation steps of every downstream classifier."),
     lr: float = typer.Option(CLASSIFIER["lr"], "--lr", help="Downstream classifier's peak learning rate (cosine to zero)."),
     weight_decay: float = typer.Option(CLASSIFIER["weight_decay"], "--weight-decay", help="Downstream classifier's AdamW weight decay."),

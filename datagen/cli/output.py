@@ -23,7 +23,7 @@ def augment_cmd(
     mix: float = typer.Option(augment_defaults.MIX, "--mix", help="Share of candidates that start from a blend of two seeds of their class (0..1)."),
     unlabeled: Optional[bool] = typer.Option(None, "--unlabeled/--seeds-only", help="Also grow from the seeds' dataset's other (unlabeled) images, labelled from the seeds by label spreading on E's codes (default: when there are any)."),
     min_label_confidence: float = typer.Option(augment_defaults.MIN_LABEL_CONFIDENCE, "--min-label-confidence", min=0.0, max=1.0, help="Leave out unlabeled images whose spread label is less sure than this."),
-    filter_: bool = typer.Option(augment_defaults.FILTER, "--filter/--no-filter", help="Keep a neighbour only if a classifier trained on the seeds agrees with its label."),
+    filter_: Optional[bool] = typer.Option(augment_defaults.FILTER, "--filter/--no-filter", help="Keep a neighbour only if a classifier trained on the seeds agrees with its label (default: on with at least 10 seeds per class, where it was measured to help)."),
     min_confidence: float = typer.Option(0.9, "--min-confidence"),
     fmt: str = typer.Option("hdf5", "--format", help="hdf5 | imagefolder"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file or folder (default: inside the run directory)."),

@@ -33,7 +33,7 @@ from datagen.eval import downstream, quality, stats
 from datagen.eval.defaults import ALL_ARMS, ARMS, BUDGETS, GAN_PER_CLASS, REPEATS, SPLITS
 from datagen.generate.augment import AugmentOptions, class_pools, codes_and_owners, grow_in_memory
 from datagen.generate import defaults as augment_defaults
-from datagen.generate.filter import FILTER_CACHE, filter_classifier
+from datagen.generate.filter import FILTER_CACHE, filter_classifier, filter_wanted
 from datagen.model import checkpoint
 from datagen.model.device import machine, pick_device
 from datagen.model.latent import Model
@@ -58,7 +58,7 @@ class EvaluateOptions:
     mix: float | None = None  # None: augment's default
     min_label_confidence: float | None = None  # None: augment's default; pseudo and gan arms alike
     unlabeled: bool = True  # gan arms grow from the unlabeled train images too (augment --unlabeled)
-    filter: bool = augment_defaults.FILTER  # augment's seed-trained label filter in the gan arms
+    filter: bool | None = augment_defaults.FILTER  # augment's seed-trained label filter in the gan arms (None: its default)
     classifier: downstream.Recipe = field(default_factory=downstream.Recipe)
     seed: int = 0
     quality: bool = True
@@ -203,7 +203,9 @@ def evaluate(o: EvaluateOptions) -> Evaluation:
               "train_images": len(train), "labels_per_class": [budget_label(k) for k in o.labels_per_class],
               "repeats": o.repeats, "arms": list(o.arms), "gan_per_class": o.gan_per_class,
               "noise": list(o.noise) if o.noise else "augment default", "mix": o.mix if o.mix is not None else "augment default",
-              "unlabeled": o.unlabeled, "filter": o.filter, "classifier": o.classifier.to_dict(), "seed": o.seed,
+              "unlabeled": o.unlabeled,
+              "filter": o.filter if o.filter is not None else f"augment's default: on with >= {augment_defaults.FILTER_MIN_SEEDS} seeds per class",
+              "classifier": o.classifier.to_dict(), "seed": o.seed,
               "seconds": round(time.perf_counter() - started, 1), "device": str(device),
               "versions": {"datagen": __version__, "torch": torch.__version__, "python": platform.python_version()},
               "machine": machine(device)}
@@ -229,7 +231,8 @@ def _extra_data(o: EvaluateOptions, run: Run, train: ImageSet, picked: list[torc
     n_classes = len(picked)
     z, owners, confidence = codes_and_owners(model, train.images[chosen], train.labels[chosen], chosen,
                                              train.images[rest] if len(rest) else None, n_classes)
-    options = AugmentOptions(per_class=o.gan_per_class, filter=o.filter, seed=repeat_seed, progress=False,
+    options = AugmentOptions(per_class=o.gan_per_class, filter=filter_wanted(o.filter, len(chosen) // n_classes),
+                             seed=repeat_seed, progress=False,
                              **{k: v for k, v in (("noise", o.noise), ("mix", o.mix),
                                                   ("min_label_confidence", o.min_label_confidence)) if v is not None})
     sure = confidence[len(chosen):] >= options.min_label_confidence  # the unlabeled images augment would keep
@@ -240,7 +243,7 @@ def _extra_data(o: EvaluateOptions, run: Run, train: ImageSet, picked: list[torc
     if any("gan" in arm for arm in o.arms):
         grown_from_codes = len(owners) if o.unlabeled else len(chosen)  # seeds first, then the unlabeled images
         judge = None
-        if o.filter:
+        if options.filter:
             device = z.device
             judge = filter_classifier(rundir.folder_of(run.checkpoint) / FILTER_CACHE, train.images[chosen],
                                       to_model_input(train.images[chosen]).to(device), train.labels[chosen].to(device),

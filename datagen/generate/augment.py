@@ -11,6 +11,7 @@ resumed output continues exactly where the interrupted one stopped (datagen.gene
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from datagen.data.conform import check_safe_to_conform
 from datagen.data.imageset import ImageSet, indices_digest
 from datagen.data.pixels import to_model_input
 from datagen.data.sources import load, probe
-from datagen.generate.filter import FILTER_CACHE, FilterCapError, filter_classifier
+from datagen.generate.filter import FILTER_CACHE, FilterCapError, filter_classifier, filter_wanted
 from datagen.generate import defaults
 from datagen.generate.neighbours import batch_generator, candidates, neighbours, pick_seeds
 from datagen.generate.pseudo import ALPHA, NEIGHBOURS, spread_labels
@@ -56,7 +57,7 @@ class AugmentOptions:
     unlabeled: bool | None = None
     min_label_confidence: float = defaults.MIN_LABEL_CONFIDENCE  # less sure unlabeled images are left out
     unlabeled_indices: tuple[int, ...] | None = None  # API only: exactly these source indices as unlabeled images
-    filter: bool = defaults.FILTER
+    filter: bool | None = defaults.FILTER  # None: on with at least defaults.FILTER_MIN_SEEDS seeds per class
     min_confidence: float = 0.9
     fmt: str = "hdf5"
     out: Path | None = None
@@ -133,6 +134,7 @@ def augment(o: AugmentOptions) -> AugmentResult:
         picked = pick_seeds(seeds.labels, len(names), o.seeds_per_class, o.seed, names)
     chosen = torch.cat(picked)
     unlabeled = _unlabeled_positions(o, seeds, chosen)
+    o = dataclasses.replace(o, filter=filter_wanted(o.filter, min(len(p) for p in picked)))
     out = o.out or rundir.folder_of(ckpt) / ("augmented.h5" if o.fmt == "hdf5" else "augmented")
     provenance = {
         "class_names": list(names), "source": seeds.source, "split": "train", "split_rule": seeds.split_rule,

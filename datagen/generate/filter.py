@@ -25,6 +25,13 @@ FILTER_CACHE = "filters"  # in the run folder: fitted filter classifiers, by dig
 FILTER_STEPS = 300
 
 
+def filter_wanted(option: bool | None, seeds_per_class: int) -> bool:
+    """--filter / --no-filter as given, or by default: on when every class has enough seeds to fit it."""
+    from datagen.generate.defaults import FILTER_MIN_SEEDS
+
+    return option if option is not None else seeds_per_class >= FILTER_MIN_SEEDS
+
+
 class FilterCapError(DatagenError):
     """The filter rejected more than max_candidates per wanted image: the noise is too large for the model."""
 
