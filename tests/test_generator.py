@@ -162,3 +162,13 @@ def test_the_default_filter_is_on_only_with_enough_seeds_per_class(run, tmp_path
     assert all(r > 0.5 for r in many.rejection)  # 10 seeds per class: the filter judged every class
     with h5py.File(tmp_path / "many.h5") as f:
         assert json.loads(f.attrs["provenance"])["filter"] is True
+
+
+def test_inspect_still_accepts_an_output_written_before_the_details(run, tmp_path):
+    from datagen.store.inspect import inspect
+
+    aug.augment(_opts(run, tmp_path / "old.h5", per_class=3))
+    with h5py.File(tmp_path / "old.h5", "a") as f:
+        del f["latent"], f["label_confidence"], f["noise"]
+    summary = inspect(tmp_path / "old.h5")
+    assert summary.complete and not summary.problems and summary.counts == [3] * 10

@@ -96,13 +96,16 @@ def _attr_json(attrs: dict, key: str, kind: type, problems: list[str]) -> Any:
     return None
 
 
+OPTIONAL = ("label_confidence", "noise", "latent")  # outputs written before issue 14 lack them; still whole
+
+
 def _h5_check_lengths(f: h5py.File, attrs: dict, s: Summary) -> int | None:
     """The number of rows to trust (n_written, capped by the data), or None if the layout is unusable."""
     lengths = {}
-    for name in DATASETS:
+    for name in (*DATASETS, "latent"):
         if isinstance(f.get(name), h5py.Dataset):
             lengths[name] = len(f[name])
-        else:
+        elif name not in OPTIONAL:
             s.problems.append(f"dataset '{name}' is missing")
     if "images" not in lengths or "labels" not in lengths:
         return None
