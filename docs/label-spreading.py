@@ -21,7 +21,7 @@ img = model.recipe.image
 train = load(state["dataset"]["source"], "train", size=img.size, channels=img.channels, crop=img.crop)
 z = model.encode_all(train.images)
 n_classes = len(train.class_names)
-print(f"| draw | nearest seed | k=5 | k=10 | k=20 | k=40 | k=10, most sure half |")
+print("| draw | nearest seed | k=5 | k=10 | k=20 | k=40 | k=10, most sure half |")
 print("|---|---|---|---|---|---|---|")
 for draw in range(draws):
     seeds = torch.cat(draw_per_class(train.labels, n_classes, 10, draw))
