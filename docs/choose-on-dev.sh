@@ -48,6 +48,12 @@ args_of() {  # args_of NAME "name args" ...: the args of the setting called NAME
   local want=$1; shift
   for setting in "$@"; do set -- $setting; if [ "$1" = "$want" ]; then shift; echo "$*"; fi; done
 }
+choose() {  # choose DIR WHAT PREFIX "name args" ...: sweep, then CHOSEN = the args of the setting it chose
+  local dir=$1 what=$2 prefix=$3; shift 3
+  sweep "$dir" "$prefix" "$@"
+  CHOSEN=$(args_of "$(cat "$OUT/$dir/chosen")" "$@")
+  log "   chosen $what: $(cat "$OUT/$dir/chosen") ($CHOSEN)"
+}
 
 if [ -n "${CLASSIFIER_ARGS:-}" ]; then  # chosen before (issue 13: --lr 1e-2 --weight-decay 5e-4 --width 16 --steps 1000)
   CLF=$CLASSIFIER_ARGS
@@ -61,9 +67,8 @@ CANDIDATES=(
   "c5 --lr 3e-3 --weight-decay 5e-4 --width 24 --steps 1000"
   "c6 --lr 3e-3 --weight-decay 5e-4 --width 16 --steps 1500"
 )
-sweep classifier "datagen evaluate --run $RUN1 --split dev --arms real,real+classic --labels-per-class $BUDGETS --repeats $SWEEP_REPEATS --no-quality" "${CANDIDATES[@]}"
-CLF=$(args_of "$(cat "$OUT/classifier/chosen")" "${CANDIDATES[@]}")
-log "   chosen classifier: $(cat "$OUT/classifier/chosen") ($CLF)"
+choose classifier classifier "datagen evaluate --run $RUN1 --split dev --arms real,real+classic --labels-per-class $BUDGETS --repeats $SWEEP_REPEATS --no-quality" "${CANDIDATES[@]}"
+CLF=$CHOSEN
 fi
 
 log "3. gan-arm settings on dev (chosen classifier)"
@@ -75,9 +80,8 @@ SETTINGS=(  # issue 14's candidates (issue 13 compared σ 0.25 / 0.5 / 1.0, --se
   "g-conf0.5 --noise 0.5 --min-label-confidence 0.5"
   "g-filter --noise 0.5 --filter"
 )
-sweep gan "datagen evaluate --runs $RUNLIST --split dev --arms real+gan,real+gan+classic --labels-per-class $BUDGETS --repeats $(( (SWEEP_REPEATS + 1) / 2 )) --no-quality $CLF" "${SETTINGS[@]}"
-GAN_SETTINGS=$(args_of "$(cat "$OUT/gan/chosen")" "${SETTINGS[@]}")
-log "   chosen gan settings: $(cat "$OUT/gan/chosen") ($GAN_SETTINGS)"
+choose gan "gan settings" "datagen evaluate --runs $RUNLIST --split dev --arms real+gan,real+gan+classic --labels-per-class $BUDGETS --repeats $(( (SWEEP_REPEATS + 1) / 2 )) --no-quality $CLF" "${SETTINGS[@]}"
+GAN_SETTINGS=$CHOSEN
 
 log "4. the tables: every default arm, dev then test, pooled over $RUNS runs"
 for split in dev test; do

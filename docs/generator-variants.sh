@@ -33,11 +33,11 @@ VARIANTS=(  # name, then `datagen train` options; README "A generator that gener
   "d8e20 --recipe $OUT/dim8.toml --epochs 20 --set train.ema_decay=0.995"
 )
 export OMP_NUM_THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))
-wanted() { [ $# -eq 0 ] && return 0; local n=$1; shift; for w in "${WANT[@]}"; do [ "$w" = "$n" ] && return 0; done; return 1; }
+wanted() { local w; for w in "${WANT[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }  # a name asked for
 WANT=("$@")
 for variant in "${VARIANTS[@]}"; do
   set -- $variant; name=$1; shift
-  if [ ${#WANT[@]} -gt 0 ] && ! wanted "$name" "${WANT[@]}"; then continue; fi
+  if [ ${#WANT[@]} -gt 0 ] && ! wanted "$name"; then continue; fi
   for seed in $(seq 1 "$SEEDS"); do
     run=$OUT/$name-s$seed
     echo "datagen train $DATASET --epochs $EPOCHS --seed $seed --out $run $* > $run.train.log 2>&1 \

@@ -231,15 +231,14 @@ def _extra_data(o: EvaluateOptions, run: Run, train: ImageSet, picked: list[torc
     n_classes = len(picked)
     z, owners, confidence = codes_and_owners(model, train.images[chosen], train.labels[chosen], chosen,
                                              train.images[rest] if len(rest) else None, n_classes)
-    options = AugmentOptions(per_class=o.gan_per_class, filter=filter_wanted(o.filter, len(chosen) // n_classes),
+    options = AugmentOptions(per_class=o.gan_per_class, filter=filter_wanted(o.filter, min(len(p) for p in picked)),
                              seed=repeat_seed, progress=False,
                              **{k: v for k, v in (("noise", o.noise), ("mix", o.mix),
                                                   ("min_label_confidence", o.min_label_confidence)) if v is not None})
     sure = confidence[len(chosen):] >= options.min_label_confidence  # the unlabeled images augment would keep
     pseudo_labels = train.labels[owners[len(chosen):]]  # empty when every label is in the budget
     extra: dict = {"pseudo": (train.images[rest][sure], pseudo_labels[sure]),
-                   "pseudo_label_accuracy": float((pseudo_labels == train.labels[rest]).float().mean()) if len(rest) else 1.0,
-                   "pseudo_kept": float(sure.float().mean()) if len(rest) else 1.0}
+                   "pseudo_label_accuracy": float((pseudo_labels == train.labels[rest]).float().mean()) if len(rest) else 1.0}
     if any("gan" in arm for arm in o.arms):
         grown_from_codes = len(owners) if o.unlabeled else len(chosen)  # seeds first, then the unlabeled images
         judge = None
@@ -247,7 +246,7 @@ def _extra_data(o: EvaluateOptions, run: Run, train: ImageSet, picked: list[torc
             device = z.device
             judge = filter_classifier(rundir.folder_of(run.checkpoint) / FILTER_CACHE, train.images[chosen],
                                       to_model_input(train.images[chosen]).to(device), train.labels[chosen].to(device),
-                                      len(picked), repeat_seed)
+                                      n_classes, repeat_seed)
         pools = class_pools(z[:grown_from_codes], owners[:grown_from_codes], confidence[:grown_from_codes],
                             train.labels, n_classes, options.min_label_confidence)
         images, labels, grown_from = grow_in_memory(model, options, pools, picked, train, judge)

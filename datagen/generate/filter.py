@@ -18,6 +18,7 @@ from datagen.classify.fit import train_classifier
 from datagen.classify.nets import small_cnn
 from datagen.common.console import console
 from datagen.common.errors import DatagenError
+from datagen.generate.defaults import FILTER_MIN_SEEDS
 from datagen.model import checkpoint, speed
 
 
@@ -27,8 +28,6 @@ FILTER_STEPS = 300
 
 def filter_wanted(option: bool | None, seeds_per_class: int) -> bool:
     """--filter / --no-filter as given, or by default: on when every class has enough seeds to fit it."""
-    from datagen.generate.defaults import FILTER_MIN_SEEDS
-
     return option if option is not None else seeds_per_class >= FILTER_MIN_SEEDS
 
 

@@ -101,9 +101,8 @@ class H5Writer(BaseWriter):
         return cls(path, f, shape, names, counts, latent_dim)
 
     def write(self, images: Any, labels: Any, seed_index: Any, real: Any, details: dict[str, Any] | None = None) -> None:
-        columns = dict(zip((*DATASETS, "latent"), self._batch(images, labels, seed_index, real, details)))
-        if self.latent_dim is None:
-            del columns["latent"]
+        # zip stops before the latent column when the output has none
+        columns = dict(zip(_datasets(self.latent_dim), self._batch(images, labels, seed_index, real, details)))
         f = self._open()
         start, end = self._n, self._n + len(columns["labels"])
         try:

@@ -78,10 +78,10 @@ class FolderWriter(BaseWriter):
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise DatagenError(f"cannot resume {path}: {MANIFEST} is unreadable ({error}); "
                                "pass --overwrite to start it again") from None
+        check_resume(path, shape, names, prov, *old)  # first, as the HDF5 writer does: a changed setting is named
         if any(key not in manifest for key in _PER_IMAGE) or manifest.get("latent_dim") != latent_dim:
             raise DatagenError(f"cannot resume {path}: it was written by an older datagen, without each image's label "
                                "confidence and latent code; pass --overwrite to start it again")
-        check_resume(path, shape, names, prov, *old)
         try:
             _drop_unrecorded(path, manifest)
             for folder in manifest["folders"]:
