@@ -58,10 +58,18 @@ def cli(tmp_path, monkeypatch, capsys):
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Tests never touch the network: any connection attempt fails as it would offline."""
+    """Tests never touch the network: any connection attempt fails as it would offline. Unix sockets stay: they
+    are how DataLoader workers hand tensors back to the main process."""
+    local_connect = socket.socket.connect
+
     def refuse(*args, **kwargs):
         raise OSError("network disabled in datagen's tests")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+    def connect(sock, address, *args, **kwargs):
+        if sock.family == getattr(socket, "AF_UNIX", None):
+            return local_connect(sock, address, *args, **kwargs)
+        return refuse()
+    monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 

@@ -15,7 +15,7 @@ from datagen.common.errors import DatagenError
 from datagen.data.conform import conform
 from datagen.data.pixels import to_model_input, to_uint8
 from datagen.data.sources import BUNDLED, dataset_names, load, probe
-from datagen.data.torchvision_sets import TORCHVISION
+from datagen.data.names import TORCHVISION
 
 
 def _png(path: Path, pixels: np.ndarray) -> None:

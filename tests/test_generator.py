@@ -2,6 +2,7 @@
 (label spreading, label confidence, the latent code and noise that re-create each image)."""
 
 import json
+from collections import Counter
 from types import SimpleNamespace
 
 import h5py
@@ -139,9 +140,10 @@ def test_min_label_confidence_leaves_out_unsure_unlabeled_images(run, tmp_path):
 def test_imagefolder_records_the_same_details(run, tmp_path):
     aug.augment(_opts(run, tmp_path / "folder", fmt="imagefolder"))
     manifest = json.loads((tmp_path / "folder" / "manifest.json").read_text())
-    assert manifest["latent_dim"] == 8
-    assert [len(v) for v in manifest["latent"]] == [6] * 10 and len(manifest["latent"][0][0]) == 8
-    assert all(len(v) == 6 for key in ("label_confidence", "noise") for v in manifest[key])
+    rows = [json.loads(line) for line in (tmp_path / "folder" / "metadata.jsonl").read_text().splitlines()]
+    assert manifest["latent_dim"] == 8 and len(rows) == 60
+    assert Counter(row["label"] for row in rows) == {label: 6 for label in range(10)}
+    assert all(len(row["latent"]) == 8 and 0 <= row["label_confidence"] <= 1 and row["noise"] >= 0 for row in rows)
 
 
 def test_an_output_from_before_the_details_is_not_resumed_into(run, tmp_path):

@@ -59,6 +59,15 @@ def _manifest(path: Path) -> dict:
     return json.loads((path / "manifest.json").read_text())
 
 
+def _per_class(path: Path, key: str) -> list[list]:
+    """One column of an ImageFolder output's metadata.jsonl, split by class."""
+    out: list[list] = [[] for _ in NAMES]
+    for line in (path / "metadata.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        out[row["label"]].append(row[key])
+    return out
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_round_trip(tmp_path, fmt):
     path = _out(tmp_path, fmt)
@@ -142,8 +151,8 @@ def test_imagefolder_is_read_by_torchvision(tmp_path):
     assert Counter(folder_class[dataset.classes[t]] for t in dataset.targets) == {name: 6 for name in NAMES}
     images, labels, seeds, real = _batch(0, 18)
     for label in range(3):
-        assert manifest["seed_index"][label] == seeds[labels == label].tolist()
-        assert manifest["real"][label] == real[labels == label].astype(int).tolist()
+        assert _per_class(path, "seed_index")[label] == seeds[labels == label].tolist()
+        assert _per_class(path, "real")[label] == real[labels == label].tolist()
     first_two = path / manifest["folders"][2] / "000000.png"  # sample 2: the first of class 2
     assert np.array_equal(np.asarray(Image.open(first_two)), images[2, ..., 0])
     assert not [p for p in path.rglob("*") if p.name.startswith(".")]  # no temp files left
@@ -178,8 +187,8 @@ def test_resume_continues_and_counts_add_up(tmp_path, fmt):
     if fmt == "hdf5":
         with h5py.File(path, "r") as f:
             assert np.array_equal(f["seed_index"][()], np.arange(18) // 2)
-    else:
-        assert _manifest(path)["seed_index"][0] == (np.arange(0, 18, 3) // 2).tolist()
+    elif fmt == "imagefolder":
+        assert _per_class(path, "seed_index")[0] == (np.arange(0, 18, 3) // 2).tolist()
     with _open(path, fmt, resume=True) as writer:  # a finished output resumes as done
         assert writer.counts() == [6, 6, 6]
         writer.finish()
@@ -262,7 +271,7 @@ def test_inspect_names_damaged_pngs(tmp_path):
     assert f"{one}/000002.png is unreadable" in problems
     assert f"{zero}/000001.png is missing" in problems
     assert f"{two}/000003.png is 4×4 L, expected 8×8 L" in problems
-    assert f"{two}/000006.png is not recorded in manifest.json" in problems
+    assert f"{two}/000006.png is not recorded in metadata.jsonl" in problems
 
 
 def test_inspect_hdf5_damage(tmp_path):
@@ -354,7 +363,7 @@ def test_imagefolder_survives_kill_9(tmp_path):
         manifest, idx = _manifest(path), np.arange(n)
         for label, folder in enumerate(manifest["folders"]):
             members = idx[idx % 3 == label]
-            assert manifest["seed_index"][label] == members.tolist()
+            assert _per_class(path, "seed_index")[label] == members.tolist()
             assert np.asarray(Image.open(path / folder / f"{len(members) - 1:06d}.png"))[0, 0] == members[-1] % 251
         assert not list(path.rglob(".*"))  # temp files of the killed write are gone
 

@@ -58,10 +58,10 @@ def sweep(run: Path, scales: tuple[float, ...], *, per_class: int = 300, seeds_p
     state = checkpoint.load(ckpt)
     img = state["recipe"]["image"]
     size, channels, crop = img["size"], img["channels"], img.get("crop")
-    source = state["dataset"]["source"]
-    seeds = load(source, "train", size=size, channels=channels, crop=crop, data_root=data_root)
+    source, square = state["dataset"]["source"], state["dataset"].get("square")  # loaded as training did
+    seeds = load(source, "train", size=size, channels=channels, crop=crop, square=square, data_root=data_root)
     ref = reference.load_or_fit(rundir.folder_of(ckpt), seeds, lambda: load(
-        source, "test", size=size, channels=channels, crop=crop, data_root=data_root))
+        source, "test", size=size, channels=channels, crop=crop, square=square, data_root=data_root))
     position = {int(i): p for p, i in enumerate(seeds.indices.tolist())}
     rows = []
     with tempfile.TemporaryDirectory(prefix="datagen-noise-") as tmp:

@@ -1,4 +1,4 @@
-"""`datagen bench noise|train|augment|scaling`: the measurements behind the defaults and the speed claims."""
+"""`datagen bench noise|train|augment|scaling|read|write`: the measurements behind the defaults and the speed claims."""
 
 from __future__ import annotations
 
@@ -115,6 +115,62 @@ def bench_scaling_cmd(
         out.print(f"wrote {json_path}", markup=False, highlight=False)
 
 
+def bench_read_cmd(
+    path: Path = typer.Argument(..., help="An augment output: an .h5 file or an ImageFolder directory."),
+    workers: str = typer.Option("0,2", "--workers", help="DataLoader worker counts to time, e.g. 0,2,4."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Read only this many images per pass (default: all)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+) -> None:
+    """Random-access images/s of datagen.SyntheticDataset through a DataLoader, per worker count."""
+    from datagen.bench.reading import bench_read
+
+    result = bench_read(path, _whole_numbers(workers, "--workers"), batch_size, limit)
+    out = stdout()
+    table = Table(title=f"shuffled reads of {result['path']} ({result['format']}, {result['dataset_images']} images, "
+                        f"batch {result['batch_size']})")
+    for col in ("reading", "workers", "images", "images/s", "seconds", "open s"):
+        table.add_column(col, justify="right")
+    for row in result["rows"]:
+        table.add_row(row["way"], str(row["workers"]), str(row["images"]), f"{row['images_per_s']:,.0f}",
+                      f"{row['seconds']:.2f}", f"{row['open_seconds']:.2f}")
+    out.print(table)
+    _maybe_json(result, json_path)
+
+
+def bench_write_cmd(
+    fmt: str = typer.Option("imagefolder", "--format", help="hdf5 | imagefolder (| webdataset)"),
+    per_class: int = typer.Option(5000, "--per-class", min=1, help="Images per class, 10 classes of 32x32 grey."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+) -> None:
+    """How an output format's write time grows with its size: the writer alone, random images, no G."""
+    from datagen.bench.writing import bench_write
+
+    result = bench_write(fmt, per_class)
+    out = stdout()
+    table = Table(title=f"writing {result['images']:,} images as {fmt}: {result['images_per_s']:,.0f} images/s, "
+                        f"finish {result['finish_seconds']:.1f} s")
+    for col in ("images written", "seconds so far", "seconds for the last ones"):
+        table.add_column(col, justify="right")
+    for mark in result["marks"]:
+        table.add_row(f"{mark['images']:,}", f"{mark['seconds']:.1f}", f"{mark['since_last']:.2f}")
+    out.print(table)
+    _maybe_json(result, json_path)
+
+
+def _whole_numbers(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise DatagenError(f"{option} {text}: give whole numbers, e.g. {option} 0,2") from None
+
+
+def _maybe_json(result: dict, json_path: Optional[Path]) -> None:
+    if json_path is not None:
+        write_json(json_path, result)
+        stdout().print(f"wrote {json_path}", markup=False, highlight=False)
+
+
 def bench_report(numbers: dict, json_path: Optional[Path]) -> None:
     out = stdout()
     for key, value in numbers.items():
@@ -131,3 +187,5 @@ def register(app: typer.Typer) -> None:
     bench_app.command("train")(bench_train_cmd)
     bench_app.command("augment")(bench_augment_cmd)
     bench_app.command("scaling")(bench_scaling_cmd)
+    bench_app.command("read")(bench_read_cmd)
+    bench_app.command("write")(bench_write_cmd)

@@ -16,7 +16,7 @@ from datagen.cli import bench, evaluate, latent, output, train
 from datagen.cli.common import one_line
 from datagen.common.errors import DatagenError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Grow a small labeled image set into a larger, faithfully labeled one with SelfExGAN.")
 for group in (train, output, evaluate, bench, latent):
     group.register(app)
@@ -27,7 +27,9 @@ def main() -> None:
     if len(sys.argv) == 1:
         sys.argv.append("--help")  # bare `datagen`: the help, not a usage error
     try:
-        code = app(standalone_mode=False)
+        # One name however it was launched: Click would take `python -m datagen` from the launcher, and the shell
+        # completion hooks (`--install-completion`, `--show-completion`) and their _DATAGEN_COMPLETE come from it.
+        code = app(standalone_mode=False, prog_name="datagen")
     except DatagenError as exc:
         one_line("error:", str(exc))
         sys.exit(2)

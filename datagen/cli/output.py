@@ -18,6 +18,8 @@ def augment_cmd(
     run: Path = typer.Argument(Path("runs/latest"), help="A run directory (its best checkpoint) or a checkpoint file."),
     per_class: int = typer.Option(..., "--per-class", help="Generated images per class."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Labeled images to grow from (name or path, as in train); default: the run's own train split."),
+    crop: Optional[str] = typer.Option(None, "--crop", metavar="center", help="Square each seed image by keeping its largest centred square (as train --crop center); default: as the run was trained."),
+    pad: bool = typer.Option(False, "--pad", help="Square each seed image by padding it with black bars (as train --pad); default: as the run was trained."),
     seeds_per_class: Optional[int] = typer.Option(None, "--seeds-per-class", help="Use only K seeds per class (a fixed subset for --seed)."),
     noise: str = typer.Option(",".join(map(str, augment_defaults.NOISE)), "--noise", help="Latent noise scale, or a comma list of scales to mix (default chosen on dev, see README)."),
     mix: float = typer.Option(augment_defaults.MIX, "--mix", help="Share of candidates that start from a blend of two seeds of their class (0..1)."),
@@ -25,7 +27,8 @@ def augment_cmd(
     min_label_confidence: float = typer.Option(augment_defaults.MIN_LABEL_CONFIDENCE, "--min-label-confidence", min=0.0, max=1.0, help="Leave out unlabeled images whose spread label is less sure than this."),
     filter_: Optional[bool] = typer.Option(augment_defaults.FILTER, "--filter/--no-filter", help="Keep a neighbour only if a classifier trained on the seeds agrees with its label (default: on with at least 10 seeds per class, where it was measured to help)."),
     min_confidence: float = typer.Option(0.9, "--min-confidence"),
-    fmt: str = typer.Option("hdf5", "--format", help="hdf5 | imagefolder"),
+    fmt: str = typer.Option("hdf5", "--format", help="hdf5 | imagefolder | webdataset (tar shards of PNG + .cls + .json)"),
+    shard_size: Optional[int] = typer.Option(None, "--shard-size", min=1, help="--format webdataset: images per tar shard (default 10000)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file or folder (default: inside the run directory)."),
     include_seeds: bool = typer.Option(False, "--include-seeds", help="Also write the real seeds, marked as real."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted output to exactly N per class."),
@@ -38,12 +41,14 @@ def augment_cmd(
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """Grow labeled seeds into many more labeled images: latent neighbours through G."""
+    from datagen.data.conform import square_mode
     from datagen.generate.augment import AugmentOptions, augment
 
-    result = augment(AugmentOptions(run=run, per_class=per_class, seeds=seeds, seeds_per_class=seeds_per_class,
+    result = augment(AugmentOptions(run=run, per_class=per_class, seeds=seeds, square=square_mode(crop, pad),
+                                    seeds_per_class=seeds_per_class,
                                     noise=parse_scales(noise, "--noise"), mix=mix, unlabeled=unlabeled,
                                     min_label_confidence=min_label_confidence,
-                                    filter=filter_, min_confidence=min_confidence, fmt=fmt, out=out, include_seeds=include_seeds,
+                                    filter=filter_, min_confidence=min_confidence, fmt=fmt, shard_size=shard_size, out=out, include_seeds=include_seeds,
                                     resume=resume, overwrite=overwrite, seed=seed, batch_size=batch_size, device=device,
                                     data_root=data_root, channels_last=channels_last, compile=compile_))
     rates = ", ".join(f"{r:.0%}" for r in result.rejection)
@@ -52,7 +57,7 @@ def augment_cmd(
                   highlight=False, markup=False)
 
 
-def inspect_cmd(path: Path = typer.Argument(..., help="An .h5 file or ImageFolder directory written by datagen.")) -> None:
+def inspect_cmd(path: Path = typer.Argument(..., help="An .h5 file, or an ImageFolder or webdataset directory, written by datagen.")) -> None:
     """Summarise a generated dataset and verify it: exit 1 if it is incomplete or damaged."""
     from datagen.store.inspect import inspect
 

@@ -12,9 +12,23 @@ from datagen.cli.common import CHANNELS_LAST_HELP, COMPILE_HELP, stdout
 from datagen.common.console import console
 
 
+def _complete_dataset(incomplete: str) -> list[str]:
+    """Tab completion for DATASET: the registered names; anything else falls back to the shell's file completion."""
+    from datagen.data.names import dataset_names  # torch-free: completion runs on every tab
+
+    return [name for name in dataset_names() if name.startswith(incomplete)]
+
+
+def _complete_recipe(incomplete: str) -> list[tuple[str, str]]:
+    """Tab completion for --recipe: the built-in recipes with their descriptions (zsh and fish show them)."""
+    from datagen.model import recipes
+
+    return [(name, recipes.load(name).description) for name in recipes.builtin_names() if name.startswith(incomplete)]
+
+
 def train_cmd(
-    dataset: Optional[str] = typer.Argument(None, help="mnist-5k, digits, mnist, fashion-mnist, svhn, cifar10, celeba, an ImageFolder directory or an .h5 file. Optional with --resume."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe name (see `datagen recipes`) or .toml path; default: the dataset's own."),
+    dataset: Optional[str] = typer.Argument(None, autocompletion=_complete_dataset, help="mnist-5k, digits, mnist, fashion-mnist, svhn, cifar10, celeba, an ImageFolder directory or an .h5 file. Optional with --resume."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", autocompletion=_complete_recipe, help="Recipe name (see `datagen recipes`) or .toml path; default: the dataset's own."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Total epochs (with --resume: train until this many)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, max=2**32 - 1, help="Seeds initialisation, data order and noise: same seed, same run on CPU (default 0; with --resume, the run's own)."),
@@ -23,21 +37,30 @@ def train_cmd(
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set train.lr=2e-4 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (default runs/latest) from its last checkpoint."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where torchvision datasets are downloaded (default ~/.cache/datagen)."),
+    crop: Optional[str] = typer.Option(None, "--crop", metavar="center", help="Square each image by keeping its largest centred square; accepts non-square and mixed-size images. The run records it."),
+    pad: bool = typer.Option(False, "--pad", help="Square each image by padding it, centred, with black bars (keeps the whole picture); accepts non-square and mixed-size images. The run records it."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and each net's layer shapes, then exit."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast for the forward passes; default: on for CUDA devices with bf16, never on CPU."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write the losses, fidelity and sample grids as TensorBoard event files in RUN/tensorboard (needs: pip install 'datagen[tensorboard]')."),
 ) -> None:
     """Train SelfExGAN (E, G, D1, D2) on a dataset's train split."""
+    from datagen.data.conform import square_mode
     from datagen.train import loop as training
 
     opts = training.TrainOptions(dataset=dataset, recipe=recipe, overrides=set_, epochs=epochs, batch_size=batch_size,
                                  seed=seed, device=device, out=out, resume=resume, data_root=data_root,
-                                 channels_last=channels_last, compile=compile_, amp=amp)
+                                 square=square_mode(crop, pad),
+                                 channels_last=channels_last, compile=compile_, amp=amp, tensorboard=tensorboard)
     plan = training.prepare(opts)
     if dry_run:
         print(training.dry_run_report(plan))
         return
+    if tensorboard:
+        from datagen.train.tensorboard import viewing_hint
+
+        console.print(viewing_hint(plan.out), highlight=False)
     result = training.fit(plan)
     if result.message:
         console.print(result.message, highlight=False)

@@ -1,4 +1,4 @@
-"""ImageFolder trees as a source: one sub-folder per class, decoded lazily in chunks."""
+"""ImageFolder trees as a source: one sub-folder per class, decoded lazily in chunks of one image size each."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from datagen.common.errors import DatagenError
-from datagen.data.conform import rows_per_chunk
+from datagen.data.conform import SQUARE_FIX, rows_per_chunk, squared_side
 from datagen.data.formats import OUTPUT_MANIFEST, OUTPUT_MARK, OUTPUT_RULE
 from datagen.data.imageset import EVERY_FIFTH_RULE, Selection, every_fifth, whole
 
@@ -62,29 +62,52 @@ def decode(path: Path, root: Path, grey: bool) -> np.ndarray:
     return pixels[..., None] if grey else pixels
 
 
-def select_folder(root: Path, split: str) -> Selection:
+def probe_folder(root: Path, square: str | None) -> tuple[int, int, int]:
+    """(H, W, C) a folder's images are conformed from: unsquared, the first image's (all must share it); squared,
+    the smallest image's square, so the upscaling guard judges the image that needs it most."""
+    files, _, _ = scan_folder(root)
+    if square is None:
+        (w, h), mode = read_header(files[0], root)
+        return h, w, 1 if mode in GREY_MODES else 3
+    headers = [read_header(path, root) for path in files]
+    side = min(squared_side(h, w, square) for (w, h), _ in headers)
+    return side, side, 1 if all(mode in GREY_MODES for _, mode in headers) else 3
+
+
+def select_folder(root: Path, split: str, square: str | None = None) -> Selection:
+    """One split of an ImageFolder tree; mixed image sizes only with a `square` choice (each image squared alone)."""
     files, labels, class_names = scan_folder(root)
     headers = [read_header(path, root) for path in files]
+    if square is None:
+        _check_one_size(root, files, headers)
+    # One colour file makes the whole set RGB: grey -> RGB loses nothing, the reverse would.
+    grey = all(mode in GREY_MODES for _, mode in headers)
+    generated = _is_output(root)
+    picked = whole(len(labels), split) if generated else every_fifth(labels, split)
+    sizes = [headers[i][0] for i in picked]
+
+    def chunks() -> Iterator[torch.Tensor]:
+        # A chunk is one tensor, so one size: runs of consecutive same-size images, each within the memory bound.
+        start = 0
+        while start < len(picked):
+            w, h = sizes[start]
+            end = min(start + rows_per_chunk((h, w, 1 if grey else 3)), len(picked))
+            end = next((i for i in range(start + 1, end) if sizes[i] != sizes[start]), end)
+            yield torch.from_numpy(np.stack([decode(files[i], root, grey) for i in picked[start:end]]))
+            start = end
+
+    return Selection(chunks(), labels[picked], picked, class_names, OUTPUT_RULE if generated else EVERY_FIFTH_RULE)
+
+
+def _check_one_size(root: Path, files: list[Path], headers: list[tuple[tuple[int, int], str]]) -> None:
     sizes: dict[tuple[int, int], Path] = {}
     for path, (size, _) in zip(files, headers):
         sizes.setdefault(size, path)
     if len(sizes) > 1:
         (a, a_path), (b, b_path) = list(sizes.items())[:2]
         raise DatagenError(f"mixed image sizes in {root}: {a_path.relative_to(root)} is {a[0]}×{a[1]}, "
-                           f"{b_path.relative_to(root)} is {b[0]}×{b[1]}; resize them to one size first")
-    # One colour file makes the whole set RGB: grey -> RGB loses nothing, the reverse would.
-    grey = all(mode in GREY_MODES for _, mode in headers)
-    generated = _is_output(root)
-    picked = whole(len(labels), split) if generated else every_fifth(labels, split)
-    (w, h), _ = headers[0]
-
-    def chunks() -> Iterator[torch.Tensor]:
-        rows = rows_per_chunk((h, w, 1 if grey else 3))
-        for start in range(0, len(picked), rows):
-            batch = [decode(files[i], root, grey) for i in picked[start:start + rows]]
-            yield torch.from_numpy(np.stack(batch))
-
-    return Selection(chunks(), labels[picked], picked, class_names, OUTPUT_RULE if generated else EVERY_FIFTH_RULE)
+                           f"{b_path.relative_to(root)} is {b[0]}×{b[1]}; {SQUARE_FIX} to square and resize each "
+                           "image, or resize them to one size first")
 
 
 def _is_output(root: Path) -> bool:

@@ -1,7 +1,8 @@
 """Load an image dataset (bundled, torchvision, ImageFolder or HDF5) as one uint8 tensor, conformed to a recipe.
 
-Every source ends up as an :class:`ImageSet`: uint8 N×H×W×C images already cropped, resized and converted to the
-requested size and channel count, plus labels, class names and each image's position in the source (provenance).
+Every source ends up as an :class:`ImageSet`: uint8 N×H×W×C images already squared (centre crop, or padding with
+``square="pad"``), resized and converted to the requested size and channel count, plus labels, class names and
+each image's position in the source (provenance).
 Splits are "train", "dev" (every tenth train image per class, for choosing settings) and "test".
 """
 
@@ -14,44 +15,48 @@ import numpy as np
 import torch
 
 from datagen.common.errors import DatagenError
-from datagen.data.conform import Progress, check_target, gather
-from datagen.data.folders import GREY_MODES, read_header, scan_folder, select_folder
+from datagen.data.conform import Progress, check_square, check_target, gather, squared_side
+from datagen.data.folders import probe_folder, select_folder
 from datagen.data.hdf5 import h5_layout, open_h5, select_h5
 from datagen.data.imageset import EVERY_FIFTH_RULE, SPLITS, ImageSet, Selection, array_chunks, every_fifth
-from datagen.data.torchvision_sets import CELEBA_SHAPE, TORCHVISION, select_celeba, select_torchvision
+from datagen.data.names import BUNDLED, TORCHVISION, dataset_names
+from datagen.data.torchvision_sets import CELEBA_SHAPE, select_celeba, select_torchvision
 
 
 DEFAULT_DATA_ROOT = Path("~/.cache/datagen").expanduser()
-BUNDLED = ("mnist-5k", "digits")  # offline, ship inside PyPI packages
 _NATIVE_SHAPES = {
     "mnist-5k": (28, 28, 1), "digits": (8, 8, 1), "mnist": (28, 28, 1), "fashion-mnist": (28, 28, 1),
     "svhn": (32, 32, 3), "cifar10": (32, 32, 3), "celeba": CELEBA_SHAPE,
 }
 
 
-def dataset_names() -> list[str]:
-    return [*BUNDLED, *TORCHVISION]
-
-
-def probe(spec: str, data_root: Path | None = None) -> tuple[int, int, int]:
-    """Native (H, W, C) of a dataset without loading it (``data_root`` is unused: registered shapes are constants)."""
+def probe(spec: str, data_root: Path | None = None, square: str | None = None) -> tuple[int, int, int]:
+    """(H, W, C) of a dataset's images without loading them: native, or once squared with `square` ("crop" or
+    "pad"; for a folder of mixed sizes, its smallest image's). ``data_root`` is unused: registered shapes are constants."""
+    check_square(square)
     source = _resolve(spec)
     if isinstance(source, str):
-        return _NATIVE_SHAPES[source]
-    if source.is_dir():
-        files, _, _ = scan_folder(source)
-        (w, h), mode = read_header(files[0], source)
-        return h, w, 1 if mode in GREY_MODES else 3
-    with open_h5(source) as f:
-        images, _, _ = h5_layout(f, source)
-        return tuple(images.shape[1:]) + ((1,) if images.ndim == 3 else ())
+        h, w, c = _NATIVE_SHAPES[source]
+    elif source.is_dir():
+        return probe_folder(source, square)
+    else:
+        with open_h5(source) as f:
+            images, _, _ = h5_layout(f, source)
+            h, w, c = tuple(images.shape[1:]) + ((1,) if images.ndim == 3 else ())
+    if square is None:
+        return h, w, c
+    side = squared_side(h, w, square)
+    return side, side, c
 
 
 def load(spec: str, split: str = "train", *, size: int, channels: int, crop: int | None = None,
-         data_root: Path | None = None, download: bool = True, progress: Progress = None) -> ImageSet:
+         square: str | None = None, data_root: Path | None = None, download: bool = True,
+         progress: Progress = None) -> ImageSet:
+    """One split, conformed. `square`: "crop" (each image's centre square), "pad" (padded to a square with black
+    bars) or None (non-square images are centre-cropped, and a folder must hold one image size)."""
     if split not in SPLITS:
         raise DatagenError(f"unknown split {split!r}: use 'train', 'dev' or 'test'")
-    check_target(size, channels, crop)
+    check_target(size, channels, crop, square)
     source = _resolve(spec)
     root = Path(data_root).expanduser() if data_root is not None else DEFAULT_DATA_ROOT
     if source in BUNDLED:
@@ -61,10 +66,10 @@ def load(spec: str, split: str = "train", *, size: int, channels: int, crop: int
     elif source in TORCHVISION:
         sel = select_torchvision(source, split, root, download)
     elif source.is_dir():
-        sel = select_folder(source, split)
+        sel = select_folder(source, split, square)
     else:
         sel = select_h5(source, split)
-    images = gather(sel.chunks, len(sel.labels), size, channels, crop, progress)
+    images = gather(sel.chunks, len(sel.labels), size, channels, crop, progress, square)
     return ImageSet(images=images, labels=torch.as_tensor(sel.labels, dtype=torch.int64),
                     class_names=sel.class_names, source=str(source), split=split,
                     indices=torch.as_tensor(sel.indices, dtype=torch.int64), split_rule=sel.rule)

@@ -15,7 +15,6 @@ from datagen.data.folders import decode
 from datagen.data.imageset import DEV_RULE, Selection, array_chunks, official
 
 
-TORCHVISION = ("mnist", "fashion-mnist", "svhn", "cifar10", "celeba")
 CELEBA_SHAPE = (218, 178, 3)  # native H×W×C of the aligned CelebA photos
 
 

@@ -127,9 +127,8 @@ def _open_runs(o: EvaluateOptions, device: torch.device) -> list[Run]:
     for path in o.runs:
         ckpt = rundir.checkpoint_of(path)
         state = checkpoint.load(ckpt)
-        if runs and ((state["dataset"]["source"], state["recipe"]["image"])
-                     != (runs[0].state["dataset"]["source"], runs[0].state["recipe"]["image"])):
-            raise DatagenError(f"--runs: {path} was trained on other data or image sizes than {o.runs[0]}; "
+        if runs and _data_of(state) != _data_of(runs[0].state):
+            raise DatagenError(f"--runs: {path} was trained on other data, squaring or image sizes than {o.runs[0]}; "
                                "pool only trainings of one recipe on one dataset")
         runs.append(Run(name=rundir.folder_of(ckpt).name, checkpoint=ckpt, chosen_by=rundir.chosen_by(path),
                         state=state, model=checkpoint.load_model(state, device)))
@@ -137,6 +136,11 @@ def _open_runs(o: EvaluateOptions, device: torch.device) -> list[Run]:
         for r in runs:
             r.name = str(r.checkpoint)
     return runs
+
+
+def _data_of(state: dict) -> tuple:
+    """What a run's images were: the source, how it squared them (absent: before that was recorded) and the recipe's image."""
+    return state["dataset"]["source"], state["dataset"].get("square"), state["recipe"]["image"]
 
 
 def evaluate(o: EvaluateOptions) -> Evaluation:
@@ -147,9 +151,9 @@ def evaluate(o: EvaluateOptions) -> Evaluation:
     state = runs[0].state
     img = state["recipe"]["image"]
     size, channels, crop = img["size"], img["channels"], img.get("crop")
-    source = state["dataset"]["source"]
-    train = load(source, "train", size=size, channels=channels, crop=crop, data_root=o.data_root)
-    target = load(source, o.split, size=size, channels=channels, crop=crop, data_root=o.data_root)
+    source, square = state["dataset"]["source"], state["dataset"].get("square")  # loaded as training did
+    train = load(source, "train", size=size, channels=channels, crop=crop, square=square, data_root=o.data_root)
+    target = load(source, o.split, size=size, channels=channels, crop=crop, square=square, data_root=o.data_root)
     if len(target) == 0:
         raise DatagenError(f"{source} has no {o.split} split ({train.split_rule}): evaluate a run trained on a dataset "
                            "that has one")
@@ -199,7 +203,7 @@ def evaluate(o: EvaluateOptions) -> Evaluation:
     quality_numbers = _quality(o, runs, train, target, fakes) if o.quality else {}
     config = {"runs": [{"name": r.name, "checkpoint": str(r.checkpoint), "checkpoint_chosen_by": r.chosen_by}
                        for r in runs],
-              "source": source, "split": o.split, "split_rule": target.split_rule, "split_images": len(target),
+              "source": source, "square": square, "split": o.split, "split_rule": target.split_rule, "split_images": len(target),
               "train_images": len(train), "labels_per_class": [budget_label(k) for k in o.labels_per_class],
               "repeats": o.repeats, "arms": list(o.arms), "gan_per_class": o.gan_per_class,
               "noise": list(o.noise) if o.noise else "augment default", "mix": o.mix if o.mix is not None else "augment default",

@@ -26,7 +26,7 @@ from datagen.common.errors import DatagenError
 from datagen.common.files import safe_name
 from datagen.common.grids import save_grid
 from datagen.common.seeds import generator
-from datagen.data.conform import check_safe_to_conform
+from datagen.data.conform import check_safe_to_conform, check_square
 from datagen.data.imageset import ImageSet, indices_digest
 from datagen.data.pixels import to_model_input
 from datagen.data.sources import load, probe
@@ -49,6 +49,7 @@ class AugmentOptions:
     run: Path = RUNS_ROOT / "latest"
     per_class: int = 100
     seeds: str | None = None  # default: the run's own dataset, train split
+    square: str | None = None  # "crop" | "pad": how non-square seeds become square; None: as the run's training did
     seeds_per_class: int | None = None  # use only K labeled images per class
     seed_indices: tuple[int, ...] | None = None  # API only: exactly these source indices (e.g. a labels budget)
     noise: tuple[float, ...] = defaults.NOISE
@@ -60,6 +61,7 @@ class AugmentOptions:
     filter: bool | None = defaults.FILTER  # None: on with at least defaults.FILTER_MIN_SEEDS seeds per class
     min_confidence: float = 0.9
     fmt: str = "hdf5"
+    shard_size: int | None = None  # webdataset: images per tar shard (None: the writer's default, or the output's)
     out: Path | None = None
     include_seeds: bool = False
     resume: bool = False
@@ -72,6 +74,10 @@ class AugmentOptions:
     progress: bool = True
     channels_last: bool | None = None  # None: datagen.speed's measured default for the device
     compile: bool = False
+
+
+# Inside the run directory; webdataset's own name, so it never meets an ImageFolder output of the same run.
+_DEFAULT_OUT = {"hdf5": "augmented.h5", "imagefolder": "augmented", "webdataset": "augmented-webdataset"}
 
 
 @dataclass
@@ -123,9 +129,12 @@ def augment(o: AugmentOptions) -> AugmentResult:
     model = checkpoint.load_model(state, device, how)
     img = model.recipe.image
     source = o.seeds or state["dataset"]["source"]
+    square = o.square or state["dataset"].get("square")  # absent: a run trained before the choice was recorded
+    check_square(square)
     if o.seeds is not None:  # the run's own data was conformed in training already; other seeds must convert safely
-        check_safe_to_conform(o.seeds, probe(o.seeds, o.data_root), img.size, img.channels, img.crop)
-    seeds = load(source, "train", size=img.size, channels=img.channels, crop=img.crop, data_root=o.data_root)
+        check_safe_to_conform(o.seeds, probe(o.seeds, o.data_root, square), img.size, img.channels, img.crop, square)
+    seeds = load(source, "train", size=img.size, channels=img.channels, crop=img.crop, square=square,
+                 data_root=o.data_root)
     names = seeds.class_names
     if o.seed_indices is not None:  # only the given images may be seeds: anything else would leak labels
         allowed = torch.isin(seeds.indices, torch.as_tensor(o.seed_indices, dtype=torch.int64))
@@ -135,9 +144,9 @@ def augment(o: AugmentOptions) -> AugmentResult:
     chosen = torch.cat(picked)
     unlabeled = _unlabeled_positions(o, seeds, chosen)
     o = dataclasses.replace(o, filter=filter_wanted(o.filter, min(len(p) for p in picked)))
-    out = o.out or rundir.folder_of(ckpt) / ("augmented.h5" if o.fmt == "hdf5" else "augmented")
+    out = o.out or rundir.folder_of(ckpt) / _DEFAULT_OUT.get(o.fmt, "augmented")
     provenance = {
-        "class_names": list(names), "source": seeds.source, "split": "train", "split_rule": seeds.split_rule,
+        "class_names": list(names), "source": seeds.source, "square": square, "split": "train", "split_rule": seeds.split_rule,
         "seed_indices": seeds.indices[chosen].tolist(), "seeds_per_class": o.seeds_per_class,
         "checkpoint": str(ckpt), "checkpoint_sha256": _sha256(ckpt), "recipe": model.recipe.name,
         "noise": list(o.noise), "mix": o.mix, "unlabeled": unlabeled is not None,
@@ -150,7 +159,8 @@ def augment(o: AugmentOptions) -> AugmentResult:
     }
     h, w, ch = img.size, img.size, img.channels
     writer = writers.open_writer(out, o.fmt, image_shape=(h, w, ch), class_names=list(names), provenance=provenance,
-                                 resume=o.resume, overwrite=o.overwrite, latent_dim=model.recipe.latent.dim)
+                                 resume=o.resume, overwrite=o.overwrite, latent_dim=model.recipe.latent.dim,
+                                 shard_size=o.shard_size)
     if o.fmt == "hdf5":  # hidden behind G; PNG encoding would compete with G for the CPU (docs/performance-notes.md)
         writer = writers.Overlapped(writer)
     clock = _Clock()

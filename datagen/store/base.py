@@ -1,6 +1,6 @@
-"""What both output formats share: the writer protocol, batch checks, and the rules for resuming.
+"""What every output format shares: the writer protocol, batch checks, and the rules for resuming.
 
-Both writers append durably: once ``write()`` returns, a ``kill -9`` loses nothing written so far, and ``resume``
+Every writer appends durably: once ``write()`` returns, a ``kill -9`` loses nothing written so far, and ``resume``
 continues from exactly there. Only ``finish()`` makes an output look complete (``complete`` = true), so a reader
 can always tell an interrupted output from a finished one.
 """
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # torch is slow to import; writers only ever need .detach().c
     import torch
 
 
-FORMATS = ("hdf5", "imagefolder")
+FORMATS = ("hdf5", "imagefolder", "webdataset")
 FORMAT_VERSION = 1  # stored under OUTPUT_MARK, which tells datagen.data an output from a source dataset
 
 
@@ -28,7 +28,7 @@ FORMAT_VERSION = 1  # stored under OUTPUT_MARK, which tells datagen.data an outp
 # (batch_size: a batch's noise is drawn per batch; channels_last: G's float rounding.)
 RESUME_MUST_MATCH = ("checkpoint_sha256", "noise", "seed", "seeds_per_class", "per_class", "filter", "min_confidence",
                      "source", "seed_indices", "mix", "unlabeled", "unlabeled_pool", "pseudo_labels", "batch_size", "include_seeds",
-                     "channels_last")
+                     "channels_last", "square")
 
 
 MANIFEST = OUTPUT_MANIFEST
@@ -125,7 +125,8 @@ def check_resume(path: Path, shape: tuple, names: list[str], prov: dict,
 
 _OPTIONS = {"batch_size": "--batch-size", "include_seeds": "--include-seeds (or none)", "per_class": "--per-class",
             "unlabeled_pool": "--unlabeled and unlabeled images", "channels_last": "--channels-last/--no-channels-last",
-            "seeds_per_class": "--seeds-per-class", "min_confidence": "--min-confidence", "seed": "--seed"}
+            "seeds_per_class": "--seeds-per-class", "min_confidence": "--min-confidence", "seed": "--seed",
+            "square": "--crop center / --pad (or neither)"}
 
 
 def _short(value: Any) -> str:

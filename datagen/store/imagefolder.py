@@ -1,4 +1,8 @@
-"""The ImageFolder output: OUT/<class folder>/<n>.png plus manifest.json, readable by torchvision's ImageFolder."""
+"""The ImageFolder output: OUT/<class folder>/<n>.png, metadata.jsonl and manifest.json.
+
+Readable by torchvision's ImageFolder, by Hugging Face's `imagefolder` loader (metadata.jsonl) and by
+datagen.SyntheticDataset.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from datagen.store.base import FORMAT_VERSION, MANIFEST, BaseWriter, check_resum
 
 
 PNG_DIGITS = 6  # 000000.png: sorts in write order up to a million images per class
+METADATA = "metadata.jsonl"  # one JSON line per image: the layout Hugging Face's `imagefolder` loader reads
 
 
 def folder_names(class_names: list[str]) -> list[str]:
@@ -25,7 +30,7 @@ def folder_names(class_names: list[str]) -> list[str]:
     torchvision's ImageFolder numbers classes by *sorted* folder name; when the sanitised names do not already sort
     in class order, a zero-padded index prefix (``0-T-shirt-top``) makes them. manifest.json keeps the real names.
     """
-    taken = {MANIFEST.lower()}
+    taken = {MANIFEST.lower(), METADATA.lower()}
     names = []
     for name in class_names:
         base = safe_name(name.replace("/", "-").replace(os.sep, "-"))  # 'T-shirt/top' -> 'T-shirt-top', not 'top'
@@ -41,29 +46,39 @@ def folder_names(class_names: list[str]) -> list[str]:
     return names
 
 
-class FolderWriter(BaseWriter):
-    """OUT/<folder>/<n>.png plus OUT/manifest.json, whose counts are the only trusted lengths."""
+_ROW_KEYS = ("file_name", "label", "class_name", "seed_index", "real", "label_confidence", "noise", "latent")
 
-    def __init__(self, path: Path, manifest: dict):
-        # self._counts *is* manifest["counts"]: counting a PNG updates the manifest that is written next
-        super().__init__(path, tuple(manifest["image_shape"]), manifest["class_names"], manifest["counts"],
+
+class FolderWriter(BaseWriter):
+    """OUT/<folder>/<n>.png, OUT/metadata.jsonl (a line per PNG, appended) and a small OUT/manifest.json.
+
+    metadata.jsonl is the only trusted record of what was written: a batch's PNGs are written first, then its lines
+    are appended in one write, so a kill leaves at most PNGs without a line (deleted on resume) or a last line cut
+    short (truncated on resume). manifest.json holds what is per output (class names, folders, provenance) and is
+    rewritten only when the output's state changes, so writing N images costs O(N), not O(N²) as a manifest of
+    per-image lists rewritten after every batch did.
+    """
+
+    def __init__(self, path: Path, manifest: dict, counts: list[int]):
+        super().__init__(path, tuple(manifest["image_shape"]), manifest["class_names"], counts,
                          manifest.get("latent_dim"))
         self._manifest: dict | None = manifest
-        self._folders = [path / name for name in manifest["folders"]]
+        self._folders = list(manifest["folders"])
 
     @classmethod
     def create(cls, path: Path, shape: tuple, names: list[str], prov: dict, latent_dim: int | None = None) -> FolderWriter:
         folders = folder_names(names)
         manifest = {OUTPUT_MARK: FORMAT_VERSION, "format": "imagefolder", "complete": False,
                     "image_shape": list(shape), "class_names": names, "folders": folders, "counts": [0] * len(names),
-                    "provenance": prov, "latent_dim": latent_dim, **{key: [[] for _ in names] for key in _PER_IMAGE}}
+                    "metadata": METADATA, "latent_dim": latent_dim, "provenance": prov}
         try:
             for folder in folders:
                 (path / folder).mkdir(parents=True, exist_ok=True)
+            (path / METADATA).write_bytes(b"")
             _write_manifest(path, manifest)
         except OSError as error:
             raise unwritable(path, error) from None
-        return cls(path, manifest)
+        return cls(path, manifest, [0] * len(names))
 
     @classmethod
     def reopen(cls, path: Path, shape: tuple, names: list[str], prov: dict, latent_dim: int | None = None) -> FolderWriter:
@@ -73,49 +88,59 @@ class FolderWriter(BaseWriter):
         try:
             manifest = json.loads((path / MANIFEST).read_text())
             old = (manifest["image_shape"], manifest["class_names"], manifest["provenance"])
-            _ = manifest["counts"], manifest["seed_index"], manifest["real"]
             check_folders(manifest["folders"])
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise DatagenError(f"cannot resume {path}: {MANIFEST} is unreadable ({error}); "
                                "pass --overwrite to start it again") from None
         check_resume(path, shape, names, prov, *old)  # first, as the HDF5 writer does: a changed setting is named
-        if any(key not in manifest for key in _PER_IMAGE) or manifest.get("latent_dim") != latent_dim:
-            raise DatagenError(f"cannot resume {path}: it was written by an older datagen, without each image's label "
-                               "confidence and latent code; pass --overwrite to start it again")
+        if manifest.get("metadata") != METADATA or manifest.get("latent_dim") != latent_dim:
+            raise DatagenError(f"cannot resume {path}: it was written by an older datagen (per-image records in "
+                               f"{MANIFEST}, not {METADATA}); pass --overwrite to start it again")
         try:
-            _drop_unrecorded(path, manifest)
+            rows, trusted_bytes = read_rows(path, manifest["folders"])
+            with (path / METADATA).open("rb+") as fh:  # drop a last line a kill cut short
+                fh.truncate(trusted_bytes)
+            counts = np.bincount([row["label"] for row in rows], minlength=len(names)).tolist()
+            _drop_unrecorded(path, manifest["folders"], counts)
             for folder in manifest["folders"]:
                 (path / folder).mkdir(exist_ok=True)
         except OSError as error:
             raise unwritable(path, error) from None
-        return cls(path, manifest)
+        return cls(path, manifest, counts)
 
     def write(self, images: Any, labels: Any, seed_index: Any, real: Any, details: dict[str, Any] | None = None) -> None:
-        images, labels, *columns = self._batch(images, labels, seed_index, real, details)
+        images, labels, seed_index, real, confidence, noise, latent = self._batch(images, labels, seed_index, real,
+                                                                                  details)
         manifest = self._open()
         grey = self.image_shape[2] == 1
-        per_image = dict(zip(_PER_IMAGE, (columns[0].tolist(), columns[1].astype(int).tolist(),
-                                          *(np.round(c, 6).tolist() for c in columns[2:]))))
-        if self.latent_dim is None:
-            del per_image["latent"]
+        counts, lines = self.counts(), []
         try:
-            for i, (image, label) in enumerate(zip(images, labels.tolist())):
-                folder, n = self._folders[label], self._counts[label]
-                final = folder / f"{n:0{PNG_DIGITS}d}.png"
-                with atomic_path(final) as tmp:  # hidden: no reader ever sees a half-written PNG
-                    Image.fromarray(image[..., 0] if grey else image).save(tmp, format="PNG")
-                self._counts[label] += 1
-                for key, values in per_image.items():
-                    manifest[key][label].append(values[i])
-            manifest["complete"] = False  # a resumed, finished output that grows is unfinished again
-            _write_manifest(self.path, manifest)  # PNGs past the manifest's counts are dropped on resume
+            if manifest["complete"]:  # a resumed, finished output that grows is unfinished again
+                manifest["complete"] = False
+                _write_manifest(self.path, manifest)
+            for i, label in enumerate(labels.tolist()):
+                name = f"{self._folders[label]}/{counts[label]:0{PNG_DIGITS}d}.png"
+                with atomic_path(self.path / name) as tmp:  # hidden: no reader ever sees a half-written PNG
+                    Image.fromarray(images[i][..., 0] if grey else images[i]).save(tmp, format="PNG")
+                counts[label] += 1
+                row = [name, label, self.class_names[label], int(seed_index[i]), bool(real[i]),
+                       round(float(confidence[i]), 6), round(float(noise[i]), 6)]
+                if self.latent_dim is not None:
+                    row.append(np.round(latent[i].astype(np.float64), 6).tolist())  # float64: no float32 digits
+                lines.append(json.dumps(dict(zip(_ROW_KEYS, row)), separators=(",", ":")) + "\n")
+            with (self.path / METADATA).open("a", encoding="utf-8") as fh:  # the lines vouch for the PNGs before them
+                fh.write("".join(lines))
         except OSError as error:
             raise unwritable(self.path, error) from None
+        self._counts = counts
 
     def finish(self) -> None:
         manifest = self._open()
-        manifest["complete"] = True
-        _write_manifest(self.path, manifest)
+        manifest.update(complete=True, counts=self.counts())
+        try:
+            _write_manifest(self.path, manifest)
+        except OSError as error:
+            raise unwritable(self.path, error) from None
         self.close()
 
     def close(self) -> None:
@@ -127,9 +152,6 @@ class FolderWriter(BaseWriter):
         return self._manifest
 
 
-_PER_IMAGE = ("seed_index", "real", "label_confidence", "noise", "latent")  # per class, one value per PNG
-
-
 def check_folders(folders: list[str]) -> None:
     """Folder names from a manifest must be single safe path components: resume deletes files inside them."""
     bad = [folder for folder in folders if not isinstance(folder, str) or folder != safe_name(folder)]
@@ -137,25 +159,49 @@ def check_folders(folders: list[str]) -> None:
         raise ValueError(f"unsafe class folder names {bad[:3]}")
 
 
+def read_rows(root: Path, folders: list[str]) -> tuple[list[dict], int]:
+    """The rows of metadata.jsonl a reader can trust, and the bytes they span.
+
+    Reading stops at the first line that is cut short, unparsable, or names another PNG than the next one of its
+    class: everything after it is a write that never completed.
+    """
+    rows: list[dict] = []
+    counts = [0] * len(folders)
+    trusted = 0
+    with (root / METADATA).open("rb") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line) if line.endswith(b"\n") else None
+                label = row["label"]
+                if type(label) is not int or not 0 <= label < len(folders):
+                    break
+            except (ValueError, KeyError, TypeError):
+                break
+            if row.get("file_name") != f"{folders[label]}/{counts[label]:0{PNG_DIGITS}d}.png":
+                break
+            counts[label] += 1
+            rows.append(row)
+            trusted += len(line)
+    return rows, trusted
+
+
 def _write_manifest(root: Path, manifest: dict) -> None:
-    """Atomically; one key per line with each value compact, so it stays readable and small."""
+    """Atomically; one key per line with each value compact, so it stays readable."""
     lines = (f"  {json.dumps(key)}: {json.dumps(value, separators=(',', ':'))}" for key, value in manifest.items())
     write_text(root / MANIFEST, "{\n" + ",\n".join(lines) + "\n}\n")
 
 
-def _drop_unrecorded(root: Path, manifest: dict) -> None:
-    """Delete what a kill left behind: temp files, and PNGs written after the last manifest update."""
-    for leftover in leftover_temporaries(root / MANIFEST):
+def _drop_unrecorded(root: Path, folders: list[str], counts: list[int]) -> None:
+    """Delete what a kill left behind: temp files, and PNGs that metadata.jsonl does not record."""
+    for leftover in [*leftover_temporaries(root / MANIFEST), *leftover_temporaries(root / METADATA)]:
         leftover.unlink()
-    for folder, count in zip(manifest["folders"], manifest["counts"]):
+    for folder, count in zip(folders, counts):
         if not (root / folder).is_dir():
             continue
         for file in (root / folder).iterdir():
             number = _png_number(file.name)
             if is_temporary(file.name) or (number is not None and number >= count):
                 file.unlink()
-    for key in _PER_IMAGE:  # written together with counts, so already equal; cheap insurance
-        manifest[key] = [values[:count] for values, count in zip(manifest[key], manifest["counts"])]
 
 
 def _png_number(name: str) -> int | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,8 @@ from datagen.common.errors import DatagenError
 from datagen.data.formats import OUTPUT_MARK
 from datagen.store.base import H5_ERRORS, MANIFEST
 from datagen.store.hdf5 import DATASETS, read_provenance
-from datagen.store.imagefolder import PNG_DIGITS, check_folders
+from datagen.store.imagefolder import METADATA, PNG_DIGITS, check_folders, read_rows
+from datagen.store.webdataset import KEY_DIGITS, MEMBERS, check_shards, sample_key
 
 
 _H5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -40,9 +44,9 @@ def inspect(path: Path) -> Summary:
     path = Path(path)
     if path.is_dir():
         if (path / MANIFEST).is_file():
-            return _inspect_folder(path)
+            return _inspect_shards(path) if _manifest_format(path) == "webdataset" else _inspect_folder(path)
         raise DatagenError(f"{path} is a directory without {MANIFEST}, not a datagen output: "
-                           "give an .h5 file or an ImageFolder directory written by `datagen augment`")
+                           "give an .h5 file or an ImageFolder or webdataset directory written by `datagen augment`")
     if not path.is_file():
         raise DatagenError(f"{path} does not exist: give the --out of a `datagen augment` run")
     with path.open("rb") as fh:
@@ -171,37 +175,58 @@ def _inspect_folder(root: Path) -> Summary:
         s.image_shape = tuple(int(v) for v in m["image_shape"])
         s.class_names = [str(name) for name in m["class_names"]]
         s.provenance = m.get("provenance", {})
-        folders, s.counts = list(m["folders"]), [int(c) for c in m["counts"]]
-        seeds, real = m["seed_index"], m["real"]
-        if not len(folders) == len(s.counts) == len(seeds) == len(real) == len(s.class_names):
-            raise ValueError("class_names, folders, counts, seed_index and real differ in length")
+        folders, recorded = list(m["folders"]), [int(c) for c in m["counts"]]
+        if not len(folders) == len(recorded) == len(s.class_names):
+            raise ValueError("class_names, folders and counts differ in length")
         check_folders(folders)
+        real = _folder_real_flags(root, m, folders, s)
     except (OSError, ValueError, KeyError, TypeError) as error:
-        s.problems.append(f"{MANIFEST} is unreadable or damaged ({type(error).__name__}: {error})")
+        s.problems.append(f"{MANIFEST} or {METADATA} is unreadable or damaged ({type(error).__name__}: {error})")
         return s
     if not s.complete:
         s.problems.append("incomplete: the writer never finished (interrupted?); continue it with "
                           "`datagen augment --resume` or regenerate it")
+    s.counts = [len(flags) for flags in real]
     s.real_counts = [int(sum(flags)) for flags in real]
-    for folder, count, seed_list, flags in zip(folders, s.counts, seeds, real):
-        if len(seed_list) != count or len(flags) != count:
-            s.problems.append(f"{MANIFEST}: class folder '{folder}' counts {count} images but records "
-                              f"{len(seed_list)} seed indices and {len(flags)} real flags")
-        _check_folder(root, folder, count, s)
+    if s.complete and s.counts != recorded:
+        s.problems.append(f"{MANIFEST} counts {recorded} images per class but {METADATA} records {s.counts}")
+    record = METADATA if "metadata" in m else MANIFEST
+    for folder, count in zip(folders, s.counts):
+        _check_folder(root, folder, count, record, s)
     s.problems = _capped(s.problems)
     return s
 
 
-def _check_folder(root: Path, folder: str, count: int, s: Summary) -> None:
+def _folder_real_flags(root: Path, m: dict, folders: list[str], s: Summary) -> list[list[bool]]:
+    """Each class's `real` flags, one per recorded PNG: from metadata.jsonl, or from the per-image lists in the
+    manifest of an output written before metadata.jsonl existed."""
+    if "metadata" not in m:
+        seeds, real = m["seed_index"], m["real"]
+        for folder, count, seed_list, flags in zip(folders, m["counts"], seeds, real):
+            if len(seed_list) != count or len(flags) != count:
+                s.problems.append(f"{MANIFEST}: class folder '{folder}' counts {count} images but records "
+                                  f"{len(seed_list)} seed indices and {len(flags)} real flags")
+        return [[bool(flag) for flag in flags][:count] for flags, count in zip(real, m["counts"])]
+    rows, trusted = read_rows(root, folders)
+    if trusted != (root / METADATA).stat().st_size:
+        s.problems.append(f"{METADATA}: line {len(rows) + 1} is cut short, unparsable or out of order "
+                          "(a write that never completed)")
+    real: list[list[bool]] = [[] for _ in folders]
+    for row in rows:
+        real[row["label"]].append(bool(row.get("real", False)))
+    return real
+
+
+def _check_folder(root: Path, folder: str, count: int, record: str, s: Summary) -> None:
     if not (root / folder).is_dir():
-        s.problems.append(f"class folder {folder}/ is missing ({MANIFEST} counts {count} images in it)")
+        s.problems.append(f"class folder {folder}/ is missing ({record} records {count} images in it)")
         return
     expected = {f"{k:0{PNG_DIGITS}d}.png" for k in range(count)}
     present = {p.name for p in (root / folder).iterdir()}
     for name in sorted(expected - present):
-        s.problems.append(f"{folder}/{name} is missing ({MANIFEST} counts {count} images in {folder}/)")
+        s.problems.append(f"{folder}/{name} is missing ({record} records {count} images in {folder}/)")
     for name in sorted(present - expected):
-        s.problems.append(f"{folder}/{name} is not recorded in {MANIFEST} (it counts {count} images in {folder}/)")
+        s.problems.append(f"{folder}/{name} is not recorded in {record} (it records {count} images in {folder}/)")
     h, w, c = s.image_shape
     for name in sorted(expected & present):
         try:
@@ -220,3 +245,167 @@ def _capped(problems: list[str]) -> list[str]:
     if len(problems) <= _MAX_PROBLEMS:
         return problems
     return problems[:_MAX_PROBLEMS - 1] + [f"... and {len(problems) - _MAX_PROBLEMS + 1} more problems"]
+
+
+# --- webdataset --------------------------------------------------------------------------------------------------
+
+
+def _manifest_format(root: Path) -> str | None:
+    """The "format" a directory output's manifest names (None if unreadable: the ImageFolder check reports it)."""
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest.get("format") if isinstance(manifest, dict) else None
+
+
+def _inspect_shards(root: Path) -> Summary:
+    s = Summary(root, "webdataset", False, (0, 0, 0), [], [], [], {}, [])
+    try:
+        m = json.loads((root / MANIFEST).read_text())
+        s.complete = bool(m["complete"])
+        s.image_shape = tuple(int(v) for v in m["image_shape"])
+        s.class_names = [str(name) for name in m["class_names"]]
+        s.provenance = m.get("provenance", {})
+        recorded, shards = [int(c) for c in m["counts"]], list(m["shards"])
+        if len(s.image_shape) != 3 or len(recorded) != len(s.class_names):
+            raise ValueError("image_shape is not H×W×C, or counts and class_names differ in length")
+        check_shards(shards)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        s.problems.append(f"{MANIFEST} is unreadable or damaged ({type(error).__name__}: {error})")
+        return s
+    if not s.complete:
+        s.problems.append("incomplete: the writer never finished (interrupted?); continue it with "
+                          "`datagen augment --resume` or regenerate it")
+    s.counts, s.real_counts = [0] * len(s.class_names), [0] * len(s.class_names)
+    first = 0
+    for shard in shards:
+        _check_shard(root, shard, first, s)
+        first += shard["samples"]
+    listed = {shard["name"] for shard in shards}
+    for name in sorted(p.name for p in root.glob("*.tar") if p.name not in listed):
+        s.problems.append(f"{name} is not recorded in {MANIFEST} (a write cut short, or a stray file)")
+    if s.complete and s.counts != recorded:
+        s.problems.append(f"{MANIFEST} counts {recorded} images per class but the shards hold {s.counts}")
+    s.problems = _capped(s.problems)
+    return s
+
+
+def _check_shard(root: Path, shard: dict, first: int, s: Summary) -> None:
+    """One shard against its record: its length, its end-of-archive blocks, then each sample in it, in order."""
+    name, path = shard["name"], root / shard["name"]
+    if not path.is_file():
+        s.problems.append(f"{name} is missing ({MANIFEST} records {shard['samples']} samples in it)")
+        return
+    size = path.stat().st_size
+    expected, found = first, 0
+    with path.open("rb") as fh:
+        fh.seek(shard["data_bytes"])
+        end_blocks = fh.read(shard["bytes"] - shard["data_bytes"])
+        if size != shard["bytes"] or end_blocks.count(0) != len(end_blocks):
+            s.problems.append(f"{name} is {size} bytes, not the {shard['bytes']} ending in end-of-archive blocks "
+                              f"that {MANIFEST} records (damaged, or a write cut short)")
+        try:  # only the recorded members: bytes past them are a write that never completed
+            with tarfile.open(fileobj=_Prefix(fh, min(size, shard["data_bytes"])), mode="r:") as tar:
+                for key, parts in _samples(name, tar, s):
+                    _check_sample(name, key, parts, sample_key(expected), s)
+                    expected, found = int(key) + 1, found + 1  # after a gap, go on from this key
+        except (tarfile.TarError, OSError) as error:
+            s.problems.append(f"{name} is unreadable after {found} samples ({type(error).__name__}: {error})")
+    if found != shard["samples"]:
+        s.problems.append(f"{name} holds {found} samples, {MANIFEST} records {shard['samples']}")
+
+
+def _samples(shard: str, tar: tarfile.TarFile, s: Summary) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """The shard's samples: runs of members sharing a key, as {extension: bytes}; other members are problems."""
+    key, parts = None, {}
+    for member in tar:
+        stem, _, ext = member.name.partition(".")
+        if not (member.isfile() and len(stem) == KEY_DIGITS and stem.isdigit() and ext in MEMBERS):
+            s.problems.append(f"{shard}: unexpected member {member.name!r} "
+                              f"(each sample is KEY.{', KEY.'.join(MEMBERS)})")
+            continue
+        if stem != key:
+            if key is not None:
+                yield key, parts
+            key, parts = stem, {}
+        if ext in parts:
+            s.problems.append(f"{shard}: sample {key} holds {key}.{ext} twice")
+        parts[ext] = tar.extractfile(member).read()
+    if key is not None:
+        yield key, parts
+
+
+def _check_sample(shard: str, key: str, parts: dict[str, bytes], expected: str, s: Summary) -> None:
+    """One sample's three members: they agree on a label in range, and the PNG decodes at the output's size."""
+    where = f"{shard}: sample {key}"
+    if key != expected:
+        s.problems.append(f"{where} where {expected} was expected (samples missing or out of order)")
+    missing = [ext for ext in MEMBERS if ext not in parts]
+    if missing:
+        s.problems.append(f"{where} lacks {', '.join(f'{key}.{ext}' for ext in missing)}")
+    cls = meta = None
+    if "cls" in parts:
+        try:
+            cls = int(parts["cls"].decode("ascii"))
+        except ValueError:  # UnicodeDecodeError is a ValueError
+            s.problems.append(f"{where}: {key}.cls is not a decimal label ({parts['cls'][:20]!r})")
+    if "json" in parts:
+        try:
+            meta = json.loads(parts["json"])
+            if not isinstance(meta, dict) or type(meta.get("label")) is not int:
+                raise ValueError("no whole-number 'label'")
+        except ValueError as error:
+            s.problems.append(f"{where}: {key}.json is unreadable ({error})")
+            meta = None
+    label = meta["label"] if meta is not None else cls
+    if cls is not None and meta is not None and cls != meta["label"]:
+        s.problems.append(f"{where}: {key}.cls says {cls} but {key}.json says label {meta['label']}")
+    elif label is not None and not 0 <= label < len(s.class_names):
+        s.problems.append(f"{where}: label {label} lies outside 0..{len(s.class_names) - 1}")
+    elif label is not None:
+        s.counts[label] += 1
+        s.real_counts[label] += bool(meta is not None and meta.get("real"))
+    if "png" in parts:
+        _check_png(f"{shard}: {key}.png", parts["png"], s)
+
+
+def _check_png(where: str, data: bytes, s: Summary) -> None:
+    h, w, c = s.image_shape
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # decode fully: a truncated file often has an intact header
+            size, mode = img.size, img.mode
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        s.problems.append(f"{where} is unreadable ({type(error).__name__}: {error})")
+        return
+    if size != (w, h) or mode != ("L" if c == 1 else "RGB"):
+        s.problems.append(f"{where} is {size[0]}×{size[1]} {mode}, expected {w}×{h} {'L' if c == 1 else 'RGB'}")
+
+
+class _Prefix(io.RawIOBase):
+    """The first `size` bytes of an open file, as a file: the part of a shard that tarfile may read."""
+
+    def __init__(self, fh: io.BufferedReader, size: int):
+        super().__init__()
+        self._fh, self._size, self._pos = fh, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._pos = max(0, offset + {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence])
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = max(0, min(len(buffer), self._size - self._pos))
+        self._fh.seek(self._pos)
+        got = self._fh.readinto(memoryview(buffer)[:wanted]) or 0
+        self._pos += got
+        return got

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from datagen.common.errors import DatagenError
+from datagen.data.formats import OUTPUT_MARK
 from datagen.store.base import FORMATS, MANIFEST, Writer, jsonable, unwritable
 from datagen.store.hdf5 import H5Writer
 from datagen.store.imagefolder import FolderWriter
+from datagen.store.webdataset import WebDatasetWriter
+
+
+# Per format: its writer (create and reopen), and whether the output is a directory (an empty one is nothing yet).
+_WRITERS: dict[str, tuple[Any, bool]] = {"hdf5": (H5Writer, False), "imagefolder": (FolderWriter, True),
+                                          "webdataset": (WebDatasetWriter, True)}
 
 
 def open_writer(path: Path, fmt: str, *, image_shape: tuple[int, int, int], class_names: list[str],
-                provenance: dict, resume: bool = False, overwrite: bool = False, latent_dim: int | None = None) -> Writer:
-    """A new, resumed or replaced output; `latent_dim` adds a column for each row's latent code."""
+                provenance: dict, resume: bool = False, overwrite: bool = False, latent_dim: int | None = None,
+                shard_size: int | None = None) -> Writer:
+    """A new, resumed or replaced output; `latent_dim` adds a column for each row's latent code; `shard_size`
+    (webdataset only) is the number of samples per tar shard."""
     if fmt not in FORMATS:
         raise DatagenError(f"unknown output format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if shard_size is not None and fmt != "webdataset":
+        raise DatagenError(f"--shard-size applies to --format webdataset only, not {fmt}: drop it or change --format")
     if resume and overwrite:
         raise DatagenError("--resume and --overwrite contradict each other: pass one of them")
     path = Path(path)
@@ -29,30 +41,48 @@ def open_writer(path: Path, fmt: str, *, image_shape: tuple[int, int, int], clas
     if not names:
         raise DatagenError("an output needs at least one class name: pass the source dataset's class names")
     prov = jsonable(provenance)
-    if _exists(path, fmt):
+    writer, is_directory = _WRITERS[fmt]
+    options = {} if shard_size is None else {"shard_size": shard_size}
+    if _exists(path, is_directory):
         if resume:
-            opener = H5Writer.reopen if fmt == "hdf5" else FolderWriter.reopen
-            return opener(path, shape, names, prov, latent_dim)
+            _check_format(path, fmt)
+            return writer.reopen(path, shape, names, prov, latent_dim, **options)
         if not overwrite:
             raise DatagenError(f"{path} exists: pass --resume to continue it or --overwrite to replace it")
         _remove(path)
-    create = H5Writer.create if fmt == "hdf5" else FolderWriter.create
-    return create(path, shape, names, prov, latent_dim)
+    return writer.create(path, shape, names, prov, latent_dim, **options)
 
 
-def _exists(path: Path, fmt: str) -> bool:
-    """Whether `path` holds something; an empty directory counts as nothing for an ImageFolder output."""
-    if fmt == "imagefolder" and path.is_dir() and not path.is_symlink():
+def _exists(path: Path, is_directory: bool) -> bool:
+    """Whether `path` holds something; an empty directory counts as nothing for a directory output."""
+    if is_directory and path.is_dir() and not path.is_symlink():
         return any(path.iterdir())
     return path.exists() or path.is_symlink()
+
+
+def _manifest_of(path: Path) -> dict | None:
+    """A directory output's manifest, if `path` holds one that datagen wrote (it carries OUTPUT_MARK)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and OUTPUT_MARK in manifest else None
+
+
+def _check_format(path: Path, fmt: str) -> None:
+    # A directory output names its format: resuming it as another would fail on a detail, or mix two layouts.
+    written = (_manifest_of(path) or {}).get("format") if path.is_dir() else None
+    if written is not None and written != fmt:
+        raise DatagenError(f"{path} was written with --format {written}, not {fmt}: "
+                           f"pass --format {written} to resume it")
 
 
 def _remove(path: Path) -> None:
     # --overwrite must never wipe a directory of the user's that merely shares the name: only our own kind.
     try:
         if path.is_dir() and not path.is_symlink():
-            if not (path / MANIFEST).is_file() and any(path.iterdir()):
-                raise DatagenError(f"{path} is a directory that datagen did not write (no {MANIFEST}); "
+            if _manifest_of(path) is None and any(path.iterdir()):
+                raise DatagenError(f"{path} is a directory that datagen did not write (no datagen {MANIFEST}); "
                                    "refusing to delete it: choose another --out")
             shutil.rmtree(path)
         else:

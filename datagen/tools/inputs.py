@@ -29,6 +29,8 @@ from datagen.train import rundir
 
 
 _DATASET_SUFFIXES = {".h5", ".hdf5"}
+# The tools square images as the run's training did; they have no --crop/--pad of their own.
+_SQUARE_FIX = "a run trained with --crop center or --pad squares them the same way"
 
 
 @dataclass
@@ -42,6 +44,12 @@ class Run:
     @property
     def source(self) -> str:
         return self.state["dataset"]["source"]
+
+    @property
+    def square(self) -> str | None:
+        """How the run's training squared its images ("crop", "pad"; None also for runs from before it was recorded):
+        the tools square every dataset and image file the same way."""
+        return self.state["dataset"].get("square")
 
     @property
     def center(self) -> float:
@@ -66,8 +74,8 @@ def load_split(r: Run, spec: str | None, split: str) -> ImageSet:
         return r._test_sets[spec]
     img = r.model.recipe.image
     if not _is_own(r, spec):  # other data must convert safely, as augment's --seeds must
-        check_safe_to_conform(spec, probe(spec), img.size, img.channels, img.crop)
-    loaded = load(spec, split, size=img.size, channels=img.channels, crop=img.crop)
+        check_safe_to_conform(spec, probe(spec, square=r.square), img.size, img.channels, img.crop, r.square, _SQUARE_FIX)
+    loaded = load(spec, split, size=img.size, channels=img.channels, crop=img.crop, square=r.square)
     if len(loaded) == 0:
         raise DatagenError(f"{spec} has no {split} images: give a dataset with at least five images per class")
     if split == "test":
@@ -102,8 +110,8 @@ def image_of(r: Run, spec: str) -> torch.Tensor:
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix.lower() not in _DATASET_SUFFIXES:
         pixels = _read_file(path)
-        check_safe_to_conform(spec, tuple(pixels.shape), img.size, img.channels, img.crop)
-        return conform(pixels[None], img.size, img.channels, img.crop)[0]
+        check_safe_to_conform(spec, tuple(pixels.shape), img.size, img.channels, img.crop, r.square, _SQUARE_FIX)
+        return conform(pixels[None], img.size, img.channels, img.crop, r.square)[0]
     parsed = _dataset_index(spec)
     if parsed is None:
         if path.is_dir() or path.suffix.lower() in _DATASET_SUFFIXES or spec in dataset_names():

@@ -21,6 +21,7 @@ from datagen.common.console import console, progress
 from datagen.common.errors import DatagenError
 from datagen.common.files import write_json
 from datagen.common.seeds import generator
+from datagen.data.conform import SQUARE_FLAGS, check_square
 from datagen.data.imageset import indices_digest
 from datagen.data.pixels import to_model_input
 from datagen.data.sources import dataset_names, load, probe
@@ -30,7 +31,7 @@ from datagen.model.device import pick_device
 from datagen.model.latent import Model
 from datagen.model.objectives import Optimizers, make_optimizers, train_step
 from datagen.model.recipes import Recipe
-from datagen.train import rundir
+from datagen.train import rundir, tensorboard
 from datagen.train.monitor import Monitor
 
 
@@ -56,6 +57,12 @@ class TrainOptions:
     channels_last: bool | None = None  # None: datagen.speed's measured default for the device
     compile: bool = False
     amp: bool | None = None
+    square: str | None = None  # "crop" | "pad": how non-square images become square; on --resume None keeps the run's
+    tensorboard: bool = False  # mirror metrics.jsonl and the sample grids into RUN/tensorboard/
+
+    def __post_init__(self) -> None:
+        if self.tensorboard:
+            tensorboard.require()  # the optional package is missing: say so before anything is written
 
 
 @dataclass
@@ -70,6 +77,7 @@ class Plan:
     resume_state: dict[str, Any] | None
     options: TrainOptions
     how: speed.Speed  # layout, compilation, precision: resumed runs keep their own
+    square: str | None = None  # recorded with the dataset, so every later load squares the data as training did
 
 
 def _suggest_recipes(dataset: str, data_root: Path | None) -> str:
@@ -123,12 +131,15 @@ def prepare(opts: TrainOptions) -> Plan:
         if changed:
             raise DatagenError(f"--resume keeps the run's training settings; only --epochs may change (changed: {', '.join(changed)})")
         device, how = _execution(opts, state.get("execution"), out)
+        square = _resumed_square(opts.square, state["dataset"].get("square"), out)  # absent: trained before the choice
         out = out.resolve()
     else:
         if opts.dataset is None:
             raise DatagenError("give a DATASET to train on (e.g. datagen train mnist-5k)")
         device, how = _execution(opts, None, None)
         dataset = opts.dataset
+        square = opts.square
+        check_square(square)
         recipe = _resolve_recipe(opts, None)
         if dataset not in dataset_names():
             probe(dataset)  # a missing or unreadable path fails here, before anything is written
@@ -138,7 +149,18 @@ def prepare(opts: TrainOptions) -> Plan:
     seed = state["seed"] if state is not None else (opts.seed or 0)
     if not 0 <= seed < 2**32:
         raise DatagenError(f"--seed {seed}: use a number from 0 to {2**32 - 1}")
-    return Plan(recipe=recipe, dataset=dataset, out=out, device=device, seed=seed, resume_state=state, options=opts, how=how)
+    return Plan(recipe=recipe, dataset=dataset, out=out, device=device, seed=seed, resume_state=state, options=opts, how=how,
+                square=square)
+
+
+def _resumed_square(asked: str | None, recorded: str | None, out: Path) -> str | None:
+    """A resumed run squares its images as it was trained to; asking for another way is refused, not ignored."""
+    if asked is not None and asked != recorded:
+        trained = SQUARE_FLAGS.get(recorded, "neither --crop nor --pad")
+        keep = f"pass {trained} or leave it out" if recorded else "leave out --crop/--pad"
+        raise DatagenError(f"--resume: {out} was trained with {trained}, which resuming must keep so the run sees the "
+                           f"same images: {keep}")
+    return recorded
 
 
 def _execution(opts: TrainOptions, recorded: dict[str, Any] | None, out: Path | None) -> tuple[torch.device, speed.Speed]:
@@ -258,14 +280,15 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
     with progress() as bar:  # decoding a large folder or CelebA takes a while: show it
         task = bar.add_task("load", total=None, info=plan.dataset, visible=plan.options.progress and console.is_terminal)
         train_set = load(plan.dataset, "train", size=img.size, channels=img.channels, crop=img.crop,
-                              data_root=plan.options.data_root,
+                              square=plan.square, data_root=plan.options.data_root,
                               progress=lambda done, total: bar.update(task, completed=done, total=total))
     if len(train_set) < t.batch_size:
         raise DatagenError(f"{plan.dataset} has {len(train_set)} training images, fewer than the batch size "
                            f"{t.batch_size}; lower it with --batch-size")
     fingerprint = train_set.fingerprint()
     # The resolved source (an absolute path for folders and files), so --resume works from anywhere.
-    dataset_info = {"source": train_set.source, "fingerprint": fingerprint, "image_hashes": train_set.image_hashes()}
+    dataset_info = {"source": train_set.source, "square": plan.square, "fingerprint": fingerprint,
+                    "image_hashes": train_set.image_hashes()}
     state = plan.resume_state
     if state is not None and state["dataset"]["fingerprint"] != fingerprint:
         raise DatagenError(f"--resume: {plan.dataset} is not the data {out} was trained on (fingerprints differ); "
@@ -282,7 +305,8 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
         rundir.create(out)
         write_json(out / "recipe.json", recipe.to_dict())
         write_json(out / "dataset.json", {
-            "source": train_set.source, "split": "train", "split_rule": train_set.split_rule, "images": len(train_set),
+            "source": train_set.source, "square": plan.square, "split": "train", "split_rule": train_set.split_rule,
+            "images": len(train_set),
             "class_names": list(train_set.class_names), "shape": list(train_set.shape), "fingerprint": fingerprint,
             "train_indices_sha": indices_digest(train_set.indices)})
         write_json(out / "run.json", {"status": "running", "dataset": plan.dataset, "recipe": recipe.name,
@@ -309,7 +333,8 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
         started["run"] = stop.armed = True
         write_json(out / "recipe.json", recipe.to_dict())  # --epochs may have changed
         console.print(f"resuming {out} at epoch {epoch + 1}, step {step}")
-    metrics = rundir.MetricsLog(out / "metrics.jsonl", keep_until_step=step if state is not None else None)
+    metrics_log = tensorboard.MetricsAndTensorBoard if plan.options.tensorboard else rundir.MetricsLog
+    metrics = metrics_log(out / "metrics.jsonl", keep_until_step=step if state is not None else None)
     steps_per_epoch = len(train_set) // t.batch_size
     result = Result(out=out, status="completed", epoch=epoch, step=step)
     if epoch >= t.epochs:

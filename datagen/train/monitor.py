@@ -25,6 +25,11 @@ HOLDOUT = 256  # images in the fixed monitoring batch
 GRID = 32  # of which this many appear in the reconstruction grid
 
 
+def grid_paths(samples_dir: Path, epoch: int) -> dict[str, Path]:
+    """The PNGs `Monitor.measure` draws for an epoch: reconstruction pairs, and G on the fixed prior noise."""
+    return {kind: samples_dir / f"epoch-{epoch:03d}-{kind}.png" for kind in ("recon", "gauss")}
+
+
 @dataclass
 class Monitor:
     holdout: torch.Tensor  # indices into the train split
@@ -75,8 +80,9 @@ class Monitor:
             if self.classifier is not None:
                 self.classifier.to(device)
                 fidelity = label_fidelity(self.classifier, x, x_rec)
-            pairs_grid(x[:GRID], x_rec[:GRID], samples_dir / f"epoch-{epoch:03d}-recon.png")
-            save_grid(generator(self.fixed_noise.to(device)), samples_dir / f"epoch-{epoch:03d}-gauss.png")
+            paths = grid_paths(samples_dir, epoch)
+            pairs_grid(x[:GRID], x_rec[:GRID], paths["recon"])
+            save_grid(generator(self.fixed_noise.to(device)), paths["gauss"])
         finally:
             for net in nets:
                 net.train()
