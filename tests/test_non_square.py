@@ -151,6 +151,8 @@ def test_train_with_pad_records_it_and_augment_loads_the_run_data_the_same_way(c
         seeds, seed_index = f["images"][real], f["seed_index"][real]
     position = {int(i): p for p, i in enumerate(padded.indices.tolist())}
     assert np.array_equal(seeds, padded.images[[position[int(i)] for i in seed_index]].numpy())  # as training saw them
+    other = cli("augment", "r", "--per-class", "2", "--no-filter", "--crop", "center", "--out", "b.h5")
+    assert other.returncode == 2 and "squared with --pad in training" in other.stderr  # G learnt them padded
 
 
 def test_a_resumed_run_keeps_its_choice(padded_run):

@@ -28,8 +28,9 @@ def _write(path: Path, fmt: str, finish: bool = True, channels: int = 1) -> Path
     n = len(labels)
     images = np.zeros((n, 6, 5, channels), np.uint8)
     images[:, 0, 0, :] = np.arange(n)[:, None]
+    shards = {"shard_size": 8} if fmt == "webdataset" else {}  # three shards, the last one partly filled
     with writers.open_writer(path, fmt, image_shape=(6, 5, channels), class_names=NAMES, provenance={"made": "test"},
-                             latent_dim=2) as writer:
+                             latent_dim=2, **shards) as writer:
         for start in range(0, n, 4):
             rows = slice(start, start + 4)
             m = len(labels[rows])
@@ -41,7 +42,7 @@ def _write(path: Path, fmt: str, finish: bool = True, channels: int = 1) -> Path
     return path
 
 
-@pytest.fixture(params=["hdf5", "imagefolder"])
+@pytest.fixture(params=["hdf5", "imagefolder", "webdataset"])
 def output(request, tmp_path):
     return _write(tmp_path / ("out.h5" if request.param == "hdf5" else "out"), request.param)
 
@@ -78,12 +79,13 @@ def test_in_memory_gives_the_same_rows(output):
     assert all(torch.equal(lazy[i][0], held[i][0]) and lazy[i][1] == held[i][1] for i in range(len(lazy)))
 
 
-def test_rgb_rows(tmp_path):
-    ds = datagen.SyntheticDataset(_write(tmp_path / "rgb", "imagefolder", channels=3))
+@pytest.mark.parametrize("fmt", ["imagefolder", "webdataset"])
+def test_rgb_rows(tmp_path, fmt):
+    ds = datagen.SyntheticDataset(_write(tmp_path / "rgb", fmt, channels=3))
     assert tuple(ds[3][0].shape) == (3, 6, 5) and ds[3][0][:, 0, 0].tolist() == [3, 3, 3]
 
 
-@pytest.mark.parametrize("fmt", ["hdf5", "imagefolder"])
+@pytest.mark.parametrize("fmt", ["hdf5", "imagefolder", "webdataset"])
 def test_an_incomplete_output_is_refused(tmp_path, fmt):
     path = _write(tmp_path / ("out.h5" if fmt == "hdf5" else "out"), fmt, finish=False)
     with pytest.raises(DatagenError, match="incomplete.*--resume"):
@@ -94,8 +96,15 @@ def test_what_is_not_an_output_is_refused(tmp_path):
     with pytest.raises(DatagenError, match="does not exist"):
         datagen.SyntheticDataset(tmp_path / "missing.h5")
     (tmp_path / "plain").mkdir()
-    with pytest.raises(DatagenError, match="not an ImageFolder output of `datagen augment`"):
+    with pytest.raises(DatagenError, match="not an output of `datagen augment`"):
         datagen.SyntheticDataset(tmp_path / "plain")
+
+
+def test_a_damaged_shard_is_named(tmp_path):
+    path = _write(tmp_path / "out", "webdataset")
+    (path / "shard-000001.tar").write_bytes(b"")
+    with pytest.raises(DatagenError, match="shard-000001.tar.*datagen inspect"):
+        datagen.SyntheticDataset(path)
 
 
 def test_mixed_batches_hold_the_share_and_show_every_generated_image_once():
@@ -199,3 +208,34 @@ def test_the_readme_training_loop_runs(run, tmp_path, monkeypatch):
     for _, y in namespace["loader"]:  # two workers, as README has it
         counts += torch.bincount(y, minlength=10)
     assert counts.tolist() == [12] * 10
+
+
+def test_a_webdataset_output_is_not_a_training_source(tmp_path):
+    from datagen.data.sources import load
+
+    path = _write(tmp_path / "out", "webdataset")
+    with pytest.raises(DatagenError, match="webdataset output.*--format hdf5 or imagefolder"):
+        load(str(path), size=8, channels=1)
+
+
+def test_close_releases_the_open_files(output):
+    ds = datagen.SyntheticDataset(output)
+    ds[0], ds[len(ds) - 1]  # open whatever the format reads from
+    ds.close()
+    assert ds._h5 is None and (ds._pngs is None or ds._pngs._handles == {})
+    assert ds[1][0][0, 0, 0] == 1  # and reading again reopens them
+
+
+def test_damaged_records_are_one_line(tmp_path):
+    path = _write(tmp_path / "out", "imagefolder")
+    lines = (path / "metadata.jsonl").read_text().splitlines()
+    lines[3] = lines[3].replace('"label":0', '"label":-1')
+    (path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatagenError, match="damaged.*datagen inspect"):
+        datagen.SyntheticDataset(path)
+    (path / "metadata.jsonl").unlink()
+    with pytest.raises(DatagenError, match="damaged.*datagen inspect"):
+        datagen.SyntheticDataset(path)
+    with pytest.raises(DatagenError, match="metadata.jsonl, its record of the images, is missing.*--overwrite"):
+        writers.open_writer(path, "imagefolder", image_shape=(6, 5, 1), class_names=NAMES,
+                            provenance={"made": "test"}, latent_dim=2, resume=True)

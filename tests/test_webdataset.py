@@ -273,3 +273,21 @@ def test_augment_writes_webdataset_from_the_command_line(cli, run, tmp_path):
     assert "(webdataset)" in checked.stdout
     refused = cli("augment", str(run), "--per-class", "3", "--no-filter", "--shard-size", "7", "--out", "o.h5")
     assert refused.returncode == 2 and "--shard-size applies to --format webdataset only" in refused.stderr
+
+
+def test_a_finished_output_that_grows_is_unfinished_before_its_shard_changes(tmp_path, monkeypatch):
+    """A kill during the append must not leave `complete: true` over a shard longer than its record."""
+    from datagen.store import webdataset as wd
+
+    path = tmp_path / "out"
+    with open_writer(path, "webdataset", image_shape=(4, 4, 1), class_names=["a", "b"], provenance={}) as w:
+        w.write(np.zeros((3, 4, 4, 1), np.uint8), [0, 1, 0], [0, 1, 2], [False] * 3)
+        w.finish()
+    seen = []
+    real_append = wd._append
+    monkeypatch.setattr(wd, "_append", lambda *a: (seen.append(json.loads((path / "manifest.json").read_text())["complete"]),
+                                                   real_append(*a)))
+    with open_writer(path, "webdataset", image_shape=(4, 4, 1), class_names=["a", "b"], provenance={},
+                             resume=True) as w:
+        w.write(np.zeros((1, 4, 4, 1), np.uint8), [1], [3], [False])
+    assert seen == [False]

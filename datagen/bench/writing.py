@@ -13,7 +13,7 @@ from datagen.store import writers
 
 
 def bench_write(fmt: str, per_class: int, classes: int = 10, side: int = 32, channels: int = 1, latent_dim: int = 16,
-                batch_size: int = 256, report_every: int = 10_000, out: Path | None = None) -> dict:
+                batch_size: int = 256, report_every: int = 10_000) -> dict:
     """Write per_class × classes random images in augment's batches; seconds per `report_every` images as the output
     grows (flat for a writer whose cost is O(N); rising for one that rewrites what it already wrote) and finish()."""
     if per_class < 1 or classes < 1:
@@ -22,7 +22,7 @@ def bench_write(fmt: str, per_class: int, classes: int = 10, side: int = 32, cha
     images = rng.integers(0, 256, (batch_size, side, side, channels), dtype=np.uint8)
     total, written, marks = per_class * classes, 0, []
     with tempfile.TemporaryDirectory(prefix="datagen-bench-write-") as tmp:
-        path = Path(out) if out is not None else Path(tmp) / ("out.h5" if fmt == "hdf5" else "out")
+        path = Path(tmp) / ("out.h5" if fmt == "hdf5" else "out")
         writer = writers.open_writer(path, fmt, image_shape=(side, side, channels),
                                      class_names=[str(k) for k in range(classes)], provenance={"bench": "write"},
                                      overwrite=True, latent_dim=latent_dim)

@@ -39,9 +39,7 @@ def bench_noise_cmd(
         table.add_row(f"{r.noise:g}", "on" if r.filter else "off", f"{r.agreement:.1%}", f"{min(r.agreement_per_class):.1%}",
                       f"{r.rejection:.1%}", f"{r.distance_to_seed:.3f}", f"{r.seconds:.1f}")
     stdout().print(table)
-    if json_path is not None:
-        write_json(json_path, result.to_json())
-        stdout().print(f"wrote {json_path}", markup=False, highlight=False)
+    _maybe_json(result.to_json(), json_path)
 
 
 def bench_train_cmd(
@@ -96,11 +94,8 @@ def bench_scaling_cmd(
     from datagen.bench.training import bench_scaling
     from datagen.model.device import pick_device
 
-    try:
-        parsed = tuple(int(v) for v in sizes.split(","))
-    except ValueError:
-        raise DatagenError(f"--sizes {sizes}: give whole numbers, e.g. --sizes 1024,2048,4096") from None
-    result = bench_scaling(recipe, parsed, batch_size, str(pick_device(device)))
+    result = bench_scaling(recipe, _whole_numbers(sizes, "--sizes", "1024,2048,4096"), batch_size,
+                           str(pick_device(device)))
     out = stdout()
     table = Table(title=f"one epoch of {result['recipe']} (batch {result['batch_size']}), {result['machine']}")
     for col in ("images", "seconds", "ms/image", "time ×", "size ×", "peak RSS MiB", "data MiB"):
@@ -110,13 +105,11 @@ def bench_scaling_cmd(
                       f"{row['time_ratio']:.2f}", f"{row['size_ratio']:.2f}", f"{row['peak_rss_mb']:,.0f}",
                       f"{row['dataset_mb']:.1f}")
     out.print(table)
-    if json_path is not None:
-        write_json(json_path, result)
-        out.print(f"wrote {json_path}", markup=False, highlight=False)
+    _maybe_json(result, json_path)
 
 
 def bench_read_cmd(
-    path: Path = typer.Argument(..., help="An augment output: an .h5 file or an ImageFolder directory."),
+    path: Path = typer.Argument(..., help="An augment output: an .h5 file, or an ImageFolder or webdataset directory."),
     workers: str = typer.Option("0,2", "--workers", help="DataLoader worker counts to time, e.g. 0,2,4."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Read only this many images per pass (default: all)."),
@@ -125,7 +118,7 @@ def bench_read_cmd(
     """Random-access images/s of datagen.SyntheticDataset through a DataLoader, per worker count."""
     from datagen.bench.reading import bench_read
 
-    result = bench_read(path, _whole_numbers(workers, "--workers"), batch_size, limit)
+    result = bench_read(path, _whole_numbers(workers, "--workers", "0,2"), batch_size, limit)
     out = stdout()
     table = Table(title=f"shuffled reads of {result['path']} ({result['format']}, {result['dataset_images']} images, "
                         f"batch {result['batch_size']})")
@@ -139,7 +132,7 @@ def bench_read_cmd(
 
 
 def bench_write_cmd(
-    fmt: str = typer.Option("imagefolder", "--format", help="hdf5 | imagefolder (| webdataset)"),
+    fmt: str = typer.Option("imagefolder", "--format", help="imagefolder | hdf5 | webdataset"),
     per_class: int = typer.Option(5000, "--per-class", min=1, help="Images per class, 10 classes of 32x32 grey."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
 ) -> None:
@@ -158,11 +151,11 @@ def bench_write_cmd(
     _maybe_json(result, json_path)
 
 
-def _whole_numbers(text: str, option: str) -> tuple[int, ...]:
+def _whole_numbers(text: str, option: str, example: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise DatagenError(f"{option} {text}: give whole numbers, e.g. {option} 0,2") from None
+        raise DatagenError(f"{option} {text}: give whole numbers, e.g. {option} {example}") from None
 
 
 def _maybe_json(result: dict, json_path: Optional[Path]) -> None:
@@ -175,9 +168,7 @@ def bench_report(numbers: dict, json_path: Optional[Path]) -> None:
     out = stdout()
     for key, value in numbers.items():
         out.print(f"{key}: {value:,.4g}" if isinstance(value, float) else f"{key}: {value}", markup=False, highlight=False)
-    if json_path is not None:
-        write_json(json_path, numbers)
-        out.print(f"wrote {json_path}", markup=False, highlight=False)
+    _maybe_json(numbers, json_path)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from PIL import Image
 
 from datagen.common.errors import DatagenError
 from datagen.data.conform import SQUARE_FIX, rows_per_chunk, squared_side
-from datagen.data.formats import OUTPUT_MANIFEST, OUTPUT_MARK, OUTPUT_RULE
+from datagen.data.formats import INCOMPLETE, OUTPUT_RULE, read_output_manifest
 from datagen.data.imageset import EVERY_FIFTH_RULE, Selection, every_fifth, whole
 
 
@@ -22,6 +21,9 @@ GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 def scan_folder(root: Path) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
     """Image files (sorted by class, then name), their labels, and the sorted class names."""
+    if _output_format(root) == "webdataset":
+        raise DatagenError(f"{root} is a webdataset output, which datagen reads only as datagen.SyntheticDataset: "
+                           "to train on generated images or grow from them, write them with --format hdf5 or imagefolder")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     files: list[Path] = []
     labels: list[int] = []
@@ -110,15 +112,16 @@ def _check_one_size(root: Path, files: list[Path], headers: list[tuple[tuple[int
                            "image, or resize them to one size first")
 
 
+def _output_format(root: Path) -> str | None:
+    manifest = read_output_manifest(root)
+    return None if manifest is None else manifest.get("format", "imagefolder")
+
+
 def _is_output(root: Path) -> bool:
     """Whether the folder is a datagen ImageFolder output (its manifest says so); an unfinished one is refused."""
-    try:
-        manifest = json.loads((root / OUTPUT_MANIFEST).read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(manifest, dict) or OUTPUT_MARK not in manifest:
+    manifest = read_output_manifest(root)
+    if manifest is None:
         return False
     if not manifest.get("complete", False):
-        raise DatagenError(f"{root} is incomplete (an interrupted write); finish it with `datagen augment --resume` "
-                           "or regenerate it")
+        raise DatagenError(f"{root} is {INCOMPLETE}")
     return True

@@ -12,7 +12,7 @@ import torch
 
 from datagen.common.errors import DatagenError
 from datagen.data.conform import rows_per_chunk
-from datagen.data.formats import OUTPUT_MARK, OUTPUT_RULE
+from datagen.data.formats import INCOMPLETE, OUTPUT_MARK, OUTPUT_RULE
 from datagen.data.imageset import EVERY_FIFTH_RULE, Selection, every_fifth, whole
 
 
@@ -30,8 +30,7 @@ def open_h5(path: Path) -> h5py.File:
 def h5_layout(f: h5py.File, path: Path) -> tuple[h5py.Dataset, np.ndarray, tuple[str, ...]]:
     """Validated images dataset (left on disk), labels and class names of an open HDF5 file."""
     if not bool(f.attrs.get("complete", True)):
-        raise DatagenError(f"{path} is incomplete (an interrupted write); finish it with `datagen augment --resume` "
-                           "or regenerate it")
+        raise DatagenError(f"{path} is {INCOMPLETE}")
     for key in ("images", "labels"):
         if not isinstance(f.get(key), h5py.Dataset):
             raise DatagenError(f"{path} has no dataset '{key}': {_LAYOUT}")

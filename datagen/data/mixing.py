@@ -1,4 +1,4 @@
-"""Batches that mix real and generated images in a fixed share, as `datagen evaluate` trains its classifiers."""
+"""Batches that mix real and generated images in a fixed share, the half-and-half `datagen evaluate` trains with."""
 
 from __future__ import annotations
 

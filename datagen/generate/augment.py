@@ -26,7 +26,7 @@ from datagen.common.errors import DatagenError
 from datagen.common.files import safe_name
 from datagen.common.grids import save_grid
 from datagen.common.seeds import generator
-from datagen.data.conform import check_safe_to_conform, check_square
+from datagen.data.conform import SQUARE_FLAGS, check_safe_to_conform, check_square
 from datagen.data.imageset import ImageSet, indices_digest
 from datagen.data.pixels import to_model_input
 from datagen.data.sources import load, probe
@@ -129,8 +129,13 @@ def augment(o: AugmentOptions) -> AugmentResult:
     model = checkpoint.load_model(state, device, how)
     img = model.recipe.image
     source = o.seeds or state["dataset"]["source"]
-    square = o.square or state["dataset"].get("square")  # absent: a run trained before the choice was recorded
+    trained = state["dataset"].get("square")  # absent: a run trained before the choice was recorded
+    square = o.square or trained
     check_square(square)
+    if o.seeds is None and square != trained:  # G learnt the run's images as they were squared in training
+        raise DatagenError(f"the run's own images were squared with {SQUARE_FLAGS.get(trained, 'neither --crop nor --pad')} "
+                           "in training, and augment loads them the same way: leave out --crop/--pad, or pass --seeds "
+                           "to grow from other images squared your way")
     if o.seeds is not None:  # the run's own data was conformed in training already; other seeds must convert safely
         check_safe_to_conform(o.seeds, probe(o.seeds, o.data_root, square), img.size, img.channels, img.crop, square)
     seeds = load(source, "train", size=img.size, channels=img.channels, crop=img.crop, square=square,

@@ -1,1 +1,1 @@
-"""Generated datasets out: HDF5 or ImageFolder writers that stream, survive kill -9, resume exactly, and inspect."""
+"""Generated datasets out and back: HDF5, ImageFolder or WebDataset writers that stream, survive kill -9, resume exactly and inspect, and SyntheticDataset."""

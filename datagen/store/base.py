@@ -7,13 +7,16 @@ can always tell an interrupted output from a finished one.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from PIL import Image
 
 from datagen.common.errors import DatagenError
+from datagen.common.files import write_text
 from datagen.data.formats import OUTPUT_MANIFEST
 
 if TYPE_CHECKING:  # torch is slow to import; writers only ever need .detach().cpu().numpy() on a tensor
@@ -95,6 +98,39 @@ class BaseWriter:
         if n and (labels.min() < 0 or labels.max() >= len(self.class_names)):
             raise ValueError(f"labels must lie in 0..{len(self.class_names) - 1}")
         return np.ascontiguousarray(images), labels, seed_index, real.astype(bool), confidence, noise, latent
+
+
+def write_manifest(root: Path, manifest: dict, encoded: dict[str, str] | None = None) -> None:
+    """A directory output's manifest.json, atomically: one key per line (a list of records, one record per line),
+    each value compact, so it stays readable. `encoded` keeps the text of the keys that never change (class names,
+    provenance, which can be large) for a writer that rewrites its manifest after every batch."""
+    lines = []
+    for key, value in manifest.items():
+        if key in ("class_names", "provenance") and encoded is not None:
+            text = encoded.setdefault(key, json.dumps(value, separators=(",", ":")))
+        elif key == "shards":
+            text = "[" + ",".join(f"\n    {json.dumps(item, separators=(',', ':'))}" for item in value) + "]"
+        else:
+            text = json.dumps(value, separators=(",", ":"))
+        lines.append(f"  {json.dumps(key)}: {text}")
+    write_text(Path(root) / MANIFEST, "{\n" + ",\n".join(lines) + "\n}\n")
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """One uint8 H×W×C image as a PNG file's bytes: mode 'L' for one channel, 'RGB' for three."""
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def row_record(class_names: list[str], label: int, seed_index: int, real: bool, confidence: float, noise: float,
+               latent: np.ndarray | None) -> dict[str, Any]:
+    """One image's record as the directory formats write it (a metadata.jsonl line, a KEY.json member)."""
+    record = {"label": int(label), "class_name": class_names[label], "seed_index": int(seed_index), "real": bool(real),
+              "label_confidence": round(float(confidence), 6), "noise": round(float(noise), 6)}
+    if latent is not None:
+        record["latent"] = np.round(latent.astype(np.float64), 6).tolist()  # float64: not float32's long tails
+    return record
 
 
 def _numpy(x: Any) -> np.ndarray:

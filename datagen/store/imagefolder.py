@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from datagen.common.errors import DatagenError
-from datagen.common.files import atomic_path, is_temporary, leftover_temporaries, safe_name, write_text
+from datagen.common.files import atomic_path, is_temporary, leftover_temporaries, safe_name
 from datagen.data.formats import OUTPUT_MARK
-from datagen.store.base import FORMAT_VERSION, MANIFEST, BaseWriter, check_resume, unwritable
+from datagen.store.base import (FORMAT_VERSION, MANIFEST, BaseWriter, check_resume, png_bytes, row_record, unwritable,
+                                write_manifest)
 
 
 PNG_DIGITS = 6  # 000000.png: sorts in write order up to a million images per class
@@ -46,7 +46,6 @@ def folder_names(class_names: list[str]) -> list[str]:
     return names
 
 
-_ROW_KEYS = ("file_name", "label", "class_name", "seed_index", "real", "label_confidence", "noise", "latent")
 
 
 class FolderWriter(BaseWriter):
@@ -75,7 +74,7 @@ class FolderWriter(BaseWriter):
             for folder in folders:
                 (path / folder).mkdir(parents=True, exist_ok=True)
             (path / METADATA).write_bytes(b"")
-            _write_manifest(path, manifest)
+            write_manifest(path, manifest)
         except OSError as error:
             raise unwritable(path, error) from None
         return cls(path, manifest, [0] * len(names))
@@ -93,9 +92,15 @@ class FolderWriter(BaseWriter):
             raise DatagenError(f"cannot resume {path}: {MANIFEST} is unreadable ({error}); "
                                "pass --overwrite to start it again") from None
         check_resume(path, shape, names, prov, *old)  # first, as the HDF5 writer does: a changed setting is named
-        if manifest.get("metadata") != METADATA or manifest.get("latent_dim") != latent_dim:
+        if manifest.get("metadata") != METADATA:
             raise DatagenError(f"cannot resume {path}: it was written by an older datagen (per-image records in "
                                f"{MANIFEST}, not {METADATA}); pass --overwrite to start it again")
+        if manifest.get("latent_dim") != latent_dim:
+            raise DatagenError(f"cannot resume {path}: its images have latent codes of {manifest.get('latent_dim')} "
+                               f"values, this generator's have {latent_dim}; pass --overwrite to start it again")
+        if not (path / METADATA).is_file():
+            raise DatagenError(f"cannot resume {path}: {METADATA}, its record of the images, is missing; "
+                               "pass --overwrite to start it again")
         try:
             rows, trusted_bytes = read_rows(path, manifest["folders"])
             with (path / METADATA).open("rb+") as fh:  # drop a last line a kill cut short
@@ -112,22 +117,19 @@ class FolderWriter(BaseWriter):
         images, labels, seed_index, real, confidence, noise, latent = self._batch(images, labels, seed_index, real,
                                                                                   details)
         manifest = self._open()
-        grey = self.image_shape[2] == 1
         counts, lines = self.counts(), []
         try:
             if manifest["complete"]:  # a resumed, finished output that grows is unfinished again
                 manifest["complete"] = False
-                _write_manifest(self.path, manifest)
+                write_manifest(self.path, manifest)
             for i, label in enumerate(labels.tolist()):
                 name = f"{self._folders[label]}/{counts[label]:0{PNG_DIGITS}d}.png"
                 with atomic_path(self.path / name) as tmp:  # hidden: no reader ever sees a half-written PNG
-                    Image.fromarray(images[i][..., 0] if grey else images[i]).save(tmp, format="PNG")
+                    tmp.write_bytes(png_bytes(images[i]))
                 counts[label] += 1
-                row = [name, label, self.class_names[label], int(seed_index[i]), bool(real[i]),
-                       round(float(confidence[i]), 6), round(float(noise[i]), 6)]
-                if self.latent_dim is not None:
-                    row.append(np.round(latent[i].astype(np.float64), 6).tolist())  # float64: no float32 digits
-                lines.append(json.dumps(dict(zip(_ROW_KEYS, row)), separators=(",", ":")) + "\n")
+                row = row_record(self.class_names, label, seed_index[i], real[i], confidence[i], noise[i],
+                                 latent[i] if self.latent_dim is not None else None)
+                lines.append(json.dumps({"file_name": name, **row}, separators=(",", ":")) + "\n")
             with (self.path / METADATA).open("a", encoding="utf-8") as fh:  # the lines vouch for the PNGs before them
                 fh.write("".join(lines))
         except OSError as error:
@@ -138,7 +140,7 @@ class FolderWriter(BaseWriter):
         manifest = self._open()
         manifest.update(complete=True, counts=self.counts())
         try:
-            _write_manifest(self.path, manifest)
+            write_manifest(self.path, manifest)
         except OSError as error:
             raise unwritable(self.path, error) from None
         self.close()
@@ -183,12 +185,6 @@ def read_rows(root: Path, folders: list[str]) -> tuple[list[dict], int]:
             rows.append(row)
             trusted += len(line)
     return rows, trusted
-
-
-def _write_manifest(root: Path, manifest: dict) -> None:
-    """Atomically; one key per line with each value compact, so it stays readable."""
-    lines = (f"  {json.dumps(key)}: {json.dumps(value, separators=(',', ':'))}" for key, value in manifest.items())
-    write_text(root / MANIFEST, "{\n" + ",\n".join(lines) + "\n}\n")
 
 
 def _drop_unrecorded(root: Path, folders: list[str], counts: list[int]) -> None:

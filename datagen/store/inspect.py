@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from datagen.common.errors import DatagenError
-from datagen.data.formats import OUTPUT_MARK
+from datagen.data.formats import OUTPUT_MARK, read_output_manifest
 from datagen.store.base import H5_ERRORS, MANIFEST
 from datagen.store.hdf5 import DATASETS, read_provenance
 from datagen.store.imagefolder import METADATA, PNG_DIGITS, check_folders, read_rows
@@ -24,6 +24,7 @@ from datagen.store.webdataset import KEY_DIGITS, MEMBERS, check_shards, sample_k
 
 _H5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MAX_PROBLEMS = 50
+UNFINISHED = "incomplete: the writer never finished (interrupted?); continue it with `datagen augment --resume` or regenerate it"
 
 
 @dataclass
@@ -74,8 +75,7 @@ def _inspect_h5(path: Path) -> Summary:
                                "give an output of `datagen augment`")
         s.complete = bool(attrs.get("complete", False))
         if not s.complete:
-            s.problems.append("incomplete: the writer never finished (interrupted?); continue it with "
-                              "`datagen augment --resume` or regenerate it")
+            s.problems.append(UNFINISHED)
         s.class_names = _attr_json(attrs, "class_names", list, s.problems) or []
         try:
             s.provenance = read_provenance(f)
@@ -184,8 +184,7 @@ def _inspect_folder(root: Path) -> Summary:
         s.problems.append(f"{MANIFEST} or {METADATA} is unreadable or damaged ({type(error).__name__}: {error})")
         return s
     if not s.complete:
-        s.problems.append("incomplete: the writer never finished (interrupted?); continue it with "
-                          "`datagen augment --resume` or regenerate it")
+        s.problems.append(UNFINISHED)
     s.counts = [len(flags) for flags in real]
     s.real_counts = [int(sum(flags)) for flags in real]
     if s.complete and s.counts != recorded:
@@ -227,18 +226,22 @@ def _check_folder(root: Path, folder: str, count: int, record: str, s: Summary) 
         s.problems.append(f"{folder}/{name} is missing ({record} records {count} images in {folder}/)")
     for name in sorted(present - expected):
         s.problems.append(f"{folder}/{name} is not recorded in {record} (it records {count} images in {folder}/)")
-    h, w, c = s.image_shape
     for name in sorted(expected & present):
-        try:
-            with Image.open(root / folder / name) as img:
-                img.load()  # decode fully: a truncated file often has an intact header
-                size, mode = img.size, img.mode
-        except (OSError, ValueError, Image.DecompressionBombError) as error:
-            s.problems.append(f"{folder}/{name} is unreadable ({type(error).__name__}: {error})")
-            continue
-        if size != (w, h) or mode != ("L" if c == 1 else "RGB"):
-            s.problems.append(f"{folder}/{name} is {size[0]}×{size[1]} {mode}, expected {w}×{h} "
-                              f"{'L' if c == 1 else 'RGB'}")
+        _check_png(f"{folder}/{name}", root / folder / name, s)
+
+
+def _check_png(where: str, png: bytes | Path, s: Summary) -> None:
+    """A PNG (a file, or a tar member's bytes) decodes whole at the output's size and mode."""
+    h, w, c = s.image_shape
+    try:
+        with Image.open(io.BytesIO(png) if isinstance(png, bytes) else png) as img:
+            img.load()  # decode fully: a truncated file often has an intact header
+            size, mode = img.size, img.mode
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        s.problems.append(f"{where} is unreadable ({type(error).__name__}: {error})")
+        return
+    if size != (w, h) or mode != ("L" if c == 1 else "RGB"):
+        s.problems.append(f"{where} is {size[0]}×{size[1]} {mode}, expected {w}×{h} {'L' if c == 1 else 'RGB'}")
 
 
 def _capped(problems: list[str]) -> list[str]:
@@ -252,11 +255,7 @@ def _capped(problems: list[str]) -> list[str]:
 
 def _manifest_format(root: Path) -> str | None:
     """The "format" a directory output's manifest names (None if unreadable: the ImageFolder check reports it)."""
-    try:
-        manifest = json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest.get("format") if isinstance(manifest, dict) else None
+    return (read_output_manifest(root) or {}).get("format")
 
 
 def _inspect_shards(root: Path) -> Summary:
@@ -275,8 +274,7 @@ def _inspect_shards(root: Path) -> Summary:
         s.problems.append(f"{MANIFEST} is unreadable or damaged ({type(error).__name__}: {error})")
         return s
     if not s.complete:
-        s.problems.append("incomplete: the writer never finished (interrupted?); continue it with "
-                          "`datagen augment --resume` or regenerate it")
+        s.problems.append(UNFINISHED)
     s.counts, s.real_counts = [0] * len(s.class_names), [0] * len(s.class_names)
     first = 0
     for shard in shards:
@@ -368,19 +366,6 @@ def _check_sample(shard: str, key: str, parts: dict[str, bytes], expected: str, 
         s.real_counts[label] += bool(meta is not None and meta.get("real"))
     if "png" in parts:
         _check_png(f"{shard}: {key}.png", parts["png"], s)
-
-
-def _check_png(where: str, data: bytes, s: Summary) -> None:
-    h, w, c = s.image_shape
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()  # decode fully: a truncated file often has an intact header
-            size, mode = img.size, img.mode
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        s.problems.append(f"{where} is unreadable ({type(error).__name__}: {error})")
-        return
-    if size != (w, h) or mode != ("L" if c == 1 else "RGB"):
-        s.problems.append(f"{where} is {size[0]}×{size[1]} {mode}, expected {w}×{h} {'L' if c == 1 else 'RGB'}")
 
 
 class _Prefix(io.RawIOBase):

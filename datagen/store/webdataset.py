@@ -6,8 +6,9 @@ convention) and KEY.json (label, class name, seed index, real, label confidence,
 plain uncompressed tar, readable by the `webdataset` package and by the standard library's `tarfile`.
 
 Durability: a batch's members are appended to the last shard, the shard is closed again (end-of-archive blocks)
-and fsynced, and only then does manifest.json (rewritten atomically) record its new length. So every shard the
-manifest records is a whole tar archive, and resume restores the last shard to exactly its recorded bytes.
+and fsynced, and only then does manifest.json (rewritten atomically) record its new length. So the recorded
+bytes of every shard are a whole tar archive; a kill during an append leaves the last shard longer than its
+record (the output says it is unfinished), and resume restores it to exactly its recorded bytes.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from datagen.common.errors import DatagenError
-from datagen.common.files import leftover_temporaries, write_text
+from datagen.common.files import leftover_temporaries
 from datagen.data.formats import OUTPUT_MARK
-from datagen.store.base import FORMAT_VERSION, MANIFEST, BaseWriter, check_resume, unwritable
+from datagen.store.base import (FORMAT_VERSION, MANIFEST, BaseWriter, check_resume, png_bytes, row_record, unwritable,
+                                write_manifest)
 
 
 SHARD_SIZE = 10_000  # samples per shard: ~10–120 MB for 28×28 grey to 64×64 RGB, within WebDataset's advice
@@ -34,8 +35,6 @@ KEY_DIGITS = 9  # 000000000: keys sort in write order up to a billion samples
 MEMBERS = ("png", "cls", "json")  # per sample, in this order
 TAR_FORMAT = tarfile.USTAR_FORMAT  # plain POSIX headers: our names are short, every reader knows them
 _SHARD = re.compile(r"shard-(\d{6})\.tar")
-_SAMPLE_KEYS = ("label", "class_name", "seed_index", "real", "label_confidence", "noise", "latent")
-_STATIC = ("class_names", "provenance")  # never change: encoded once, not on every batch (provenance can be large)
 
 
 def shard_name(index: int) -> str:
@@ -121,6 +120,10 @@ class WebDatasetWriter(BaseWriter):
         samples = [self._sample(sample_key(done + i), *(column[i] for column in columns))
                    for i in range(len(columns[1]))]
         try:
+            if manifest["complete"]:  # a finished output that grows is unfinished again, before its shard changes
+                manifest = {**manifest, "complete": False}
+                self._write_manifest(manifest)
+                self._manifest = manifest
             while samples:
                 if not shards or shards[-1]["samples"] >= self.shard_size:
                     shards.append({"name": shard_name(len(shards)), "samples": 0, "data_bytes": 0, "bytes": 0})
@@ -137,13 +140,11 @@ class WebDatasetWriter(BaseWriter):
     def _sample(self, key: str, image: np.ndarray, label: int, seed_index: int, real: bool, confidence: float,
                 noise: float, latent: np.ndarray) -> list[tuple[str, bytes]]:
         """One sample's members, (name, bytes): KEY.png, KEY.cls, KEY.json."""
-        meta = [int(label), self.class_names[label], int(seed_index), bool(real), round(float(confidence), 6),
-                round(float(noise), 6)]
-        if self.latent_dim is not None:
-            meta.append(np.round(latent.astype(np.float64), 6).tolist())  # not float32's long decimal tails
-        return [(f"{key}.png", _png(image[..., 0] if image.shape[2] == 1 else image)),
+        meta = row_record(self.class_names, label, seed_index, real, confidence, noise,
+                          latent if self.latent_dim is not None else None)
+        return [(f"{key}.png", png_bytes(image)),
                 (f"{key}.cls", str(int(label)).encode()),
-                (f"{key}.json", json.dumps(dict(zip(_SAMPLE_KEYS, meta)), separators=(",", ":")).encode())]
+                (f"{key}.json", json.dumps(meta, separators=(",", ":")).encode())]
 
     def finish(self) -> None:
         manifest = {**self._open(), "complete": True}
@@ -162,18 +163,7 @@ class WebDatasetWriter(BaseWriter):
         return self._manifest
 
     def _write_manifest(self, manifest: dict | None = None) -> None:
-        """Atomically; one key per line (one shard per line), each value compact, so it stays readable."""
-        manifest = manifest or self._open()
-        lines = []
-        for key, value in manifest.items():
-            if key in _STATIC:
-                text = self._encoded.setdefault(key, json.dumps(value, separators=(",", ":")))
-            elif key == "shards":
-                text = "[" + ",".join(f"\n    {json.dumps(shard, separators=(',', ':'))}" for shard in value) + "]"
-            else:
-                text = json.dumps(value, separators=(",", ":"))
-            lines.append(f"  {json.dumps(key)}: {text}")
-        write_text(self.path / MANIFEST, "{\n" + ",\n".join(lines) + "\n}\n")
+        write_manifest(self.path, manifest or self._open(), self._encoded)
 
 
 def check_shards(shards: list[dict]) -> None:
@@ -225,12 +215,6 @@ def _append(path: Path, shard: dict, samples: list[list[tuple[str, bytes]]]) -> 
         fh.flush()
         os.fsync(fh.fileno())  # the bytes are on disk before the manifest vouches for them
         shard.update(samples=shard["samples"] + len(samples), data_bytes=data_bytes, bytes=fh.tell())
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

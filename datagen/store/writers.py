@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from datagen.common.errors import DatagenError
-from datagen.data.formats import OUTPUT_MARK
+from datagen.data.formats import read_output_manifest
 from datagen.store.base import FORMATS, MANIFEST, Writer, jsonable, unwritable
 from datagen.store.hdf5 import H5Writer
 from datagen.store.imagefolder import FolderWriter
@@ -60,18 +59,9 @@ def _exists(path: Path, is_directory: bool) -> bool:
     return path.exists() or path.is_symlink()
 
 
-def _manifest_of(path: Path) -> dict | None:
-    """A directory output's manifest, if `path` holds one that datagen wrote (it carries OUTPUT_MARK)."""
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and OUTPUT_MARK in manifest else None
-
-
 def _check_format(path: Path, fmt: str) -> None:
     # A directory output names its format: resuming it as another would fail on a detail, or mix two layouts.
-    written = (_manifest_of(path) or {}).get("format") if path.is_dir() else None
+    written = (read_output_manifest(path) or {}).get("format") if path.is_dir() else None
     if written is not None and written != fmt:
         raise DatagenError(f"{path} was written with --format {written}, not {fmt}: "
                            f"pass --format {written} to resume it")
@@ -81,7 +71,7 @@ def _remove(path: Path) -> None:
     # --overwrite must never wipe a directory of the user's that merely shares the name: only our own kind.
     try:
         if path.is_dir() and not path.is_symlink():
-            if _manifest_of(path) is None and any(path.iterdir()):
+            if read_output_manifest(path) is None and any(path.iterdir()):
                 raise DatagenError(f"{path} is a directory that datagen did not write (no datagen {MANIFEST}); "
                                    "refusing to delete it: choose another --out")
             shutil.rmtree(path)

@@ -1,1 +1,1 @@
-"""Training: the loop with exact resume, the per-epoch monitor, and the run directory it writes."""
+"""Training: the loop with exact resume, the per-epoch monitor, the run directory it writes, its TensorBoard mirror."""

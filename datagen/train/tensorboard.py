@@ -62,8 +62,12 @@ class MetricsAndTensorBoard(MetricsLog):
 
         super().__init__(path, keep_until_step)
         self._samples = path.parent / "samples"
-        self._writer = SummaryWriter(log_dir=str(folder(path.parent)), flush_secs=FLUSH_SECS,
-                                     purge_step=None if keep_until_step is None else keep_until_step + 1)
+        try:
+            self._writer = SummaryWriter(log_dir=str(folder(path.parent)), flush_secs=FLUSH_SECS,
+                                         purge_step=None if keep_until_step is None else keep_until_step + 1)
+        except BaseException:
+            super().close()  # metrics.jsonl is open already
+            raise
 
     def write(self, record: dict[str, Any]) -> None:
         super().write(record)
