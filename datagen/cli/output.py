@@ -39,10 +39,15 @@ def augment_cmd(
     data_root: Optional[Path] = typer.Option(None, "--data-root"),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="i/n", help="Write shard i of n (0 <= i < n): its share of every class, to its own file beside --out; the last shard to finish writes --out, an index reading them as one output (default under torchrun: RANK/WORLD_SIZE)."),
 ) -> None:
     """Grow labeled seeds into many more labeled images: latent neighbours through G."""
     from datagen.data.conform import square_mode
     from datagen.generate.augment import AugmentOptions, augment
+    from datagen.store.shards import from_environment
+
+    if shard is None and from_environment() is not None:  # a torchrun rank: its own shard
+        shard = str(from_environment())
 
     result = augment(AugmentOptions(run=run, per_class=per_class, seeds=seeds, square=square_mode(crop, pad),
                                     seeds_per_class=seeds_per_class,
@@ -50,14 +55,18 @@ def augment_cmd(
                                     min_label_confidence=min_label_confidence,
                                     filter=filter_, min_confidence=min_confidence, fmt=fmt, shard_size=shard_size, out=out, include_seeds=include_seeds,
                                     resume=resume, overwrite=overwrite, seed=seed, batch_size=batch_size, device=device,
-                                    data_root=data_root, channels_last=channels_last, compile=compile_))
+                                    data_root=data_root, channels_last=channels_last, compile=compile_, shard=shard))
     rates = ", ".join(f"{r:.0%}" for r in result.rejection)
     console.print(f"wrote {sum(result.counts)} images ({', '.join(map(str, result.counts))} per class) -> {result.path}\n"
                   f"filter rejection per class: {rates}\npreviews: {result.previews[0].parent if result.previews else '-'}",
                   highlight=False, markup=False)
+    if result.shard is not None:
+        console.print(f"every shard is finished: index -> {result.index}" if result.index is not None else
+                      f"shard {result.shard} is finished; the index is written when the last shard finishes",
+                      highlight=False, markup=False)
 
 
-def inspect_cmd(path: Path = typer.Argument(..., help="An .h5 file, or an ImageFolder or webdataset directory, written by datagen.")) -> None:
+def inspect_cmd(path: Path = typer.Argument(..., help="An .h5 file (an output, or the index of a sharded one), or an ImageFolder or webdataset directory, written by datagen.")) -> None:
     """Summarise a generated dataset and verify it: exit 1 if it is incomplete or damaged."""
     from datagen.store.inspect import inspect
 

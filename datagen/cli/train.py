@@ -44,31 +44,39 @@ def train_cmd(
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast for the forward passes; default: on for CUDA devices with bf16, never on CPU."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write the losses, fidelity and sample grids as TensorBoard event files in RUN/tensorboard (needs: pip install 'datagen[tensorboard]')."),
+    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="Under torchrun on CUDA: BatchNorm statistics over the whole global batch (SyncBatchNorm) instead of each process's slice; off by default, a resumed run keeps its own."),
 ) -> None:
-    """Train SelfExGAN (E, G, D1, D2) on a dataset's train split."""
+    """Train SelfExGAN (E, G, D1, D2) on a dataset's train split.
+
+    In several processes: torchrun --nproc_per_node N -m datagen train DATASET ... (one process per GPU; gloo on
+    CPU). --batch-size stays the batch of all processes together; rank 0 writes the run.
+    """
     from datagen.data.conform import square_mode
     from datagen.train import loop as training
 
     opts = training.TrainOptions(dataset=dataset, recipe=recipe, overrides=set_, epochs=epochs, batch_size=batch_size,
                                  seed=seed, device=device, out=out, resume=resume, data_root=data_root,
                                  square=square_mode(crop, pad),
-                                 channels_last=channels_last, compile=compile_, amp=amp, tensorboard=tensorboard)
+                                 channels_last=channels_last, compile=compile_, amp=amp, tensorboard=tensorboard,
+                                 sync_bn=sync_bn)
     plan = training.prepare(opts)
+    main = plan.ranks.is_main  # under torchrun, rank 0 alone reports
     if dry_run:
-        print(training.dry_run_report(plan))
+        if main:
+            print(training.dry_run_report(plan))
         return
-    if tensorboard:
+    if tensorboard and main:
         from datagen.train.tensorboard import viewing_hint
 
         console.print(viewing_hint(plan.out), highlight=False)
     result = training.fit(plan)
-    if result.message:
+    if result.message and main:
         console.print(result.message, highlight=False)
     if result.status == "failed":
         raise typer.Exit(1)
     if result.status == "interrupted":
         raise typer.Exit(130)
-    if result.last_epoch:
+    if result.last_epoch:  # rank 0's only
         last = result.last_epoch
         samples = result.out / "samples" / f"epoch-{last['epoch']:03d}-recon.png"
         console.print(f"done: {result.epoch} epochs, {result.step} steps -> {result.out}\n"

@@ -14,6 +14,7 @@ from datagen.common.errors import DatagenError
 from datagen.data.conform import rows_per_chunk
 from datagen.data.formats import INCOMPLETE, OUTPUT_MARK, OUTPUT_RULE
 from datagen.data.imageset import EVERY_FIFTH_RULE, Selection, every_fifth, whole
+from datagen.data.shard_index import require_shards
 
 
 _LAYOUT = "expected dataset 'images' (uint8 N×H×W×C) and dataset 'labels' (integer N)"
@@ -31,6 +32,7 @@ def h5_layout(f: h5py.File, path: Path) -> tuple[h5py.Dataset, np.ndarray, tuple
     """Validated images dataset (left on disk), labels and class names of an open HDF5 file."""
     if not bool(f.attrs.get("complete", True)):
         raise DatagenError(f"{path} is {INCOMPLETE}")
+    require_shards(path, f)  # an index of shards: a missing one would read as fill values, silently
     for key in ("images", "labels"):
         if not isinstance(f.get(key), h5py.Dataset):
             raise DatagenError(f"{path} has no dataset '{key}': {_LAYOUT}")

@@ -6,13 +6,16 @@ agrees with the label at a given confidence. Two extensions widen what neighbour
 blends two seeds of a class, `unlabeled` adds the dataset's other images, labelled from the seeds by
 label spreading on E's codes (datagen.generate.pseudo). Every row records its label's confidence and the
 latent code and noise scale that re-create it. Samples stream to the output batch by batch, and a
-resumed output continues exactly where the interrupted one stopped (datagen.generate.neighbours).
+resumed output continues exactly where the interrupted one stopped (datagen.generate.neighbours). With a shard
+(--shard i/n, or torchrun's rank) the call writes only its share of every class to its own file, and the last
+shard to finish writes the index that reads them as one output (datagen.store.shards).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +40,7 @@ from datagen.generate.pseudo import ALPHA, NEIGHBOURS, spread_labels
 from datagen.model import checkpoint, speed
 from datagen.model.device import pick_device
 from datagen.model.latent import Model
-from datagen.store import writers
+from datagen.store import shards as sharding, writers
 from datagen.store.base import Writer
 from datagen.store.memory import MemoryWriter
 from datagen.train import rundir
@@ -74,6 +77,7 @@ class AugmentOptions:
     progress: bool = True
     channels_last: bool | None = None  # None: datagen.speed's measured default for the device
     compile: bool = False
+    shard: str | None = None  # "i/n": write shard i of n (datagen.store.shards); the CLI's default: torchrun's rank
 
 
 # Inside the run directory; webdataset's own name, so it never meets an ImageFolder output of the same run.
@@ -87,6 +91,8 @@ class AugmentResult:
     rejection: list[float]  # share of candidates the filter rejected, per class (this call)
     previews: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase of this call
+    shard: str | None = None  # "i/n" when this call wrote a shard
+    index: Path | None = None  # a shard's call that found every shard done: the index it wrote
 
 
 def _validate(o: AugmentOptions) -> None:
@@ -104,6 +110,9 @@ def _validate(o: AugmentOptions) -> None:
         raise DatagenError(f"--min-confidence {o.min_confidence}: use a probability between 0 and 1")
     if o.batch_size < 1:
         raise DatagenError("--batch-size must be at least 1")
+    if o.shard is not None and o.fmt != "hdf5":
+        raise DatagenError(f"--shard writes HDF5 shards and an index over them, not {o.fmt}: pass --format hdf5 "
+                           "(or run a single process)")
 
 
 def _pool(indices: torch.Tensor) -> dict:
@@ -122,9 +131,10 @@ def _sha256(path: Path) -> str:
 def augment(o: AugmentOptions) -> AugmentResult:
     """Write per_class neighbours per class (plus the seeds, if asked) to o.out; see the module docstring."""
     _validate(o)
+    shard = sharding.parse_shard(o.shard) if o.shard is not None else None
     ckpt = rundir.checkpoint_of(o.run)
     state = checkpoint.load(ckpt)
-    device = pick_device(o.device)
+    device = _rank_device(pick_device(o.device)) if shard is not None else pick_device(o.device)
     how = speed.choose(device, o.channels_last, o.compile)
     model = checkpoint.load_model(state, device, how)
     img = model.recipe.image
@@ -162,10 +172,19 @@ def augment(o: AugmentOptions) -> AugmentResult:
         "unlabeled_pool": _pool(seeds.indices[unlabeled]) if unlabeled is not None else None,
         "channels_last": how.channels_last, "datagen_version": __version__,
     }
+    index, first, index_stays = out, 0, True
+    if shard is not None:  # this call writes one share of every class (the seeds go to shard 0) to its own file
+        sharding.prepare(index, shard, o.overwrite)
+        provenance["shard"] = {"index": shard.index, "count": shard.count, "per_class": shard.share(o.per_class)}
+        out, first = shard.path(index), shard.offset(o.per_class)
+        index_stays = o.resume and sharding.finished(out)  # only resuming a finished shard adds nothing to it
+        o = dataclasses.replace(o, per_class=shard.share(o.per_class), include_seeds=o.include_seeds and shard.index == 0)
     h, w, ch = img.size, img.size, img.channels
     writer = writers.open_writer(out, o.fmt, image_shape=(h, w, ch), class_names=list(names), provenance=provenance,
                                  resume=o.resume, overwrite=o.overwrite, latent_dim=model.recipe.latent.dim,
                                  shard_size=o.shard_size)
+    if not index_stays:  # this shard is (re)written, and the index must exist only while every shard is done
+        sharding.drop_index(index)
     if o.fmt == "hdf5":  # hidden behind G; PNG encoding would compete with G for the CPU (docs/performance-notes.md)
         writer = writers.Overlapped(writer)
     clock = _Clock()
@@ -181,14 +200,25 @@ def augment(o: AugmentOptions) -> AugmentResult:
         clock.lap("filter_fit")
         pools = _pools(model, o, seeds, len(picked), chosen, x_seeds, unlabeled)
         clock.lap("encode")
-        rejection = _generate(model, o, writer, pools, picked, seeds, classifier)
+        rejection = _generate(model, o, writer, pools, picked, seeds, classifier, first)
         clock.lap("generate")
         writer.finish()
         counts = writer.counts()
         clock.lap("finish")
-    previews = _previews(model, o, out, picked, seeds, names, device)
+    written = shard is not None and sharding.write_index_if_complete(index, shard.count)
+    # previews depend on the seeds and --seed only: one shard draws them, beside the index
+    previews = _previews(model, o, index, picked, seeds, names, device) if shard is None or shard.index == 0 else []
     clock.lap("previews")
-    return AugmentResult(path=out, counts=counts, rejection=rejection, previews=previews, seconds=clock.laps)
+    return AugmentResult(path=out, counts=counts, rejection=rejection, previews=previews, seconds=clock.laps,
+                         shard=str(shard) if shard is not None else None, index=index if written else None)
+
+
+def _rank_device(device: torch.device) -> torch.device:
+    """Under torchrun, each rank's own GPU of the machine (LOCAL_RANK), not all of them on the first."""
+    local = os.environ.get("LOCAL_RANK", "")
+    if device.type == "cuda" and device.index is None and local.isdigit():
+        return torch.device("cuda", int(local) % torch.cuda.device_count())
+    return device
 
 
 class _Clock:
@@ -272,8 +302,10 @@ def grow_in_memory(model: Model, o: AugmentOptions, pools: list[Pool],
 
 
 @torch.inference_mode()
-def _generate(model: Model, o: AugmentOptions, writer: Writer, pools: list[Pool],
-              picked: list[torch.Tensor], seeds: ImageSet, classifier: torch.nn.Module | None) -> list[float]:
+def _generate(model: Model, o: AugmentOptions, writer: Writer, pools: list[Pool], picked: list[torch.Tensor],
+              seeds: ImageSet, classifier: torch.nn.Module | None, first: int = 0) -> list[float]:
+    """o.per_class images per class, the positions first.. of each class in the whole (sharded) set: a batch's
+    seeds and noise follow from its position, so shards draw different candidates and each resumes exactly."""
     rejection = []
     with progress() as bar:
         done = [count - (len(picked[c]) if o.include_seeds else 0) for c, count in enumerate(writer.counts())]
@@ -288,9 +320,9 @@ def _generate(model: Model, o: AugmentOptions, writer: Writer, pools: list[Pool]
                     raise FilterCapError(f"class '{seeds.class_names[c]}': the filter rejected {rejected} of {tried} "
                                        f"neighbours; lower --min-confidence or --noise, or pass --no-filter")
                 n = min(o.batch_size, (o.per_class - kept) * (2 if classifier is not None else 1))
-                start = kept + stalled * n
+                start = first + kept + stalled * n
                 images, which, z, sigma = candidates(model, pool.z, o.noise, start, n,
-                                                     batch_generator(o.seed, c, kept, stalled), o.mix)
+                                                     batch_generator(o.seed, c, first + kept, stalled), o.mix)
                 keep = torch.ones(n, dtype=torch.bool)
                 if classifier is not None:
                     probs = probabilities(classifier, to_model_input(images).to(pool.z.device)).cpu()

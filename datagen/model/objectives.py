@@ -227,15 +227,21 @@ _OBJECTIVES = {  # name: (E/G forward, D loss or None, E/G loss)
 }
 
 
+# Called between a phase's backward pass and its optimiser step: averages the optimiser's gradients in place across
+# the processes of a distributed run and returns the phase's loss terms averaged too (datagen.train.distributed).
+Average = Callable[[torch.optim.Optimizer, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
 def train_step(model: Model, opt: Optimizers, x: torch.Tensor, z_noise: list[torch.Tensor],
-               precision: Callable[[], AbstractContextManager] = nullcontext) -> dict[str, float]:
+               precision: Callable[[], AbstractContextManager] = nullcontext, average: Average | None = None) -> dict[str, float]:
     """One D update then `eg_steps` E/G updates (§3.1: don't let D get too strong).
 
     z_noise holds one Gaussian batch per E/G update (the D update reuses the first), drawn by the
     caller from the run's own generator so a resumed run replays the same noise. The first E/G
     update reuses the forward pass the D update ran on (same x, same noise, E and G unchanged).
     `precision` wraps the forward passes and losses (autocast on CUDA; see datagen.speed), never the
-    backward passes or the optimiser steps.
+    backward passes or the optimiser steps. `average` (several processes only) runs after each backward pass; the
+    terms it returns are the ones logged and checked for NaN, so every process stops at the same update.
     """
     forward, d_fn, eg_fn = _OBJECTIVES[model.recipe.model]
     logs: dict[str, float] = {}
@@ -244,12 +250,8 @@ def train_step(model: Model, opt: Optimizers, x: torch.Tensor, z_noise: list[tor
     if d_fn is not None:
         with precision():
             d_out = d_fn(model, x, {k: v.detach() for k, v in f.items()}, z_noise[0])
-        logs.update({f"d_{k}" if k != "loss" else "d_loss": v.item() for k, v in d_out.items()})
-        if not math.isfinite(logs["d_loss"]):
+        if not _update(opt.d, d_out, "d", logs, average):
             return logs  # never step on a NaN: the caller stops with the weights as they were
-        opt.d.zero_grad(set_to_none=True)
-        d_out["loss"].backward()
-        opt.d.step()
     discriminators = model.nets.discriminators()
     for d in discriminators:  # D's weights are constants for the E/G update
         d.requires_grad_(False)
@@ -259,15 +261,25 @@ def train_step(model: Model, opt: Optimizers, x: torch.Tensor, z_noise: list[tor
                 if i > 0:  # E and G changed in the previous update: a new pass
                     f = forward(model, x, z_n)
                 eg_out = eg_fn(model, x, f, z_n)
-            logs.update({f"eg_{k}" if k != "loss" else "eg_loss": v.item() for k, v in eg_out.items()})
-            if not math.isfinite(logs["eg_loss"]):
+            if not _update(opt.eg, eg_out, "eg", logs, average):
                 break
-            opt.eg.zero_grad(set_to_none=True)
-            eg_out["loss"].backward()
-            opt.eg.step()
     finally:
         for d in discriminators:
             d.requires_grad_(True)
     if model.nets.generator_ema is not None:
         model.nets.generator_ema.update_parameters(model.nets.generator)
     return logs
+
+
+def _update(optimizer: torch.optim.Optimizer, out: dict[str, torch.Tensor], prefix: str, logs: dict[str, float],
+            average: Average | None) -> bool:
+    """One phase's backward pass and step, its terms logged as `prefix`_name; no step (False) on a non-finite loss."""
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    if average is not None:
+        out = average(optimizer, {k: v.detach() for k, v in out.items()})
+    logs.update({f"{prefix}_{k}" if k != "loss" else f"{prefix}_loss": v.item() for k, v in out.items()})
+    if not math.isfinite(logs[f"{prefix}_loss"]):
+        return False
+    optimizer.step()
+    return True

@@ -28,6 +28,7 @@ from datagen.data.formats import INCOMPLETE, OUTPUT_MANIFEST, OUTPUT_MARK, read_
 from datagen.data.hdf5 import h5_layout, open_h5
 from datagen.store.hdf5 import read_provenance
 from datagen.store.imagefolder import METADATA, check_folders, read_rows
+from datagen.store.shards import missing_index_hint, part_lengths, source_chunks
 from datagen.store.webdataset import check_shards
 
 
@@ -54,7 +55,8 @@ class SyntheticDataset(torch.utils.data.Dataset):
         elif self.path.is_file():
             columns, self._pngs = _h5_columns(self.path), None
         else:
-            raise DatagenError(f"{self.path} does not exist: give the --out of a `datagen augment` run "
+            raise DatagenError(missing_index_hint(self.path) or
+                               f"{self.path} does not exist: give the --out of a `datagen augment` run "
                                "(an .h5 file, or an ImageFolder or webdataset directory)")
         self.format: str = columns["format"]
         self.classes: list[str] = columns["class_names"]
@@ -127,11 +129,17 @@ class SyntheticDataset(torch.utils.data.Dataset):
 
 def _open_cached(path: Path, image_shape: tuple[int, int, int], limit: int) -> h5py.File:
     """The file with a chunk cache that holds the whole image set, up to `limit` bytes: random access then
-    decompresses each chunk once per process instead of once per image."""
+    decompresses each chunk once per process instead of once per image.
+
+    An index of shards reads them through virtual datasets, and HDF5 gives each shard file it opens a cache of
+    the index's size (measured): the limit is shared out among the shards."""
     with open_h5(path) as f:
         images = f["images"]
-        chunk_bytes = int(np.prod(images.chunks)) if images.chunks else 0
-        total = len(images) * int(np.prod(image_shape))
+        parts = part_lengths(f) or [len(images)]
+        chunks = source_chunks(path, f) if images.is_virtual else images.chunks
+    chunk_bytes = int(np.prod(chunks)) if chunks else 0
+    total = max(parts) * int(np.prod(image_shape))
+    limit //= len(parts)
     # limit 0: no cache, for comparison (bench read); an unchunked dataset has nothing to cache
     cache = min(total + chunk_bytes, limit) if limit > 0 and chunk_bytes else 0
     # HDF5's advice: about 100 hash slots per chunk the cache can hold, a prime number of them

@@ -56,11 +56,7 @@ class H5Writer(BaseWriter):
         except OSError as error:
             raise unwritable(path, error) from None
         _h5_datasets(f, shape, 0, latent_dim, packed=False)
-        text = json.dumps(prov)
-        if len(text.encode()) > _MAX_ATTR_JSON:
-            f.create_dataset("provenance_json", data=text, dtype=h5py.string_dtype())
-        else:
-            f.attrs["provenance"] = text
+        write_provenance(f, prov)
         f.attrs.update({OUTPUT_MARK: FORMAT_VERSION}, complete=False, n_written=0, image_shape=list(shape),
                        class_names=json.dumps(names))  # a JSON list: what datagen.data.load reads
         f.flush()
@@ -202,6 +198,14 @@ def _pack_images(src: h5py.Dataset, dst: h5py.Dataset, n: int) -> None:
             offsets = range(0, len(block), rows)
             for offset, chunk in zip(offsets, pool.map(deflate, (block[o:o + rows] for o in offsets))):
                 dst.id.write_direct_chunk((start + offset, *zeros), chunk)
+
+
+def write_provenance(f: h5py.File, prov: dict) -> None:
+    text = json.dumps(prov)
+    if len(text.encode()) > _MAX_ATTR_JSON:
+        f.create_dataset("provenance_json", data=text, dtype=h5py.string_dtype())
+    else:
+        f.attrs["provenance"] = text
 
 
 def read_provenance(f: h5py.File) -> dict:

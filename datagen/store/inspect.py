@@ -18,6 +18,8 @@ from datagen.common.errors import DatagenError
 from datagen.data.formats import OUTPUT_MARK, read_output_manifest
 from datagen.store.base import H5_ERRORS, MANIFEST
 from datagen.store.hdf5 import DATASETS, read_provenance
+from datagen.data.shard_index import SHARDS_ATTR, shard_problems, shard_records
+from datagen.store.shards import mismatch, missing_index_hint
 from datagen.store.imagefolder import METADATA, PNG_DIGITS, check_folders, read_rows
 from datagen.store.webdataset import KEY_DIGITS, MEMBERS, check_shards, sample_key
 
@@ -49,7 +51,7 @@ def inspect(path: Path) -> Summary:
         raise DatagenError(f"{path} is a directory without {MANIFEST}, not a datagen output: "
                            "give an .h5 file or an ImageFolder or webdataset directory written by `datagen augment`")
     if not path.is_file():
-        raise DatagenError(f"{path} does not exist: give the --out of a `datagen augment` run")
+        raise DatagenError(missing_index_hint(path) or f"{path} does not exist: give the --out of a `datagen augment` run")
     with path.open("rb") as fh:
         if fh.read(len(_H5_SIGNATURE)) != _H5_SIGNATURE:
             raise DatagenError(f"{path} is not an HDF5 file: give an .h5 file or an ImageFolder directory written "
@@ -73,6 +75,8 @@ def _inspect_h5(path: Path) -> Summary:
         if OUTPUT_MARK not in attrs and "n_written" not in attrs:
             raise DatagenError(f"{path} is an HDF5 file that datagen did not write (no format_version): "
                                "give an output of `datagen augment`")
+        if SHARDS_ATTR in attrs:
+            return _inspect_index(path, f, attrs, s)
         s.complete = bool(attrs.get("complete", False))
         if not s.complete:
             s.problems.append(UNFINISHED)
@@ -85,6 +89,51 @@ def _inspect_h5(path: Path) -> Summary:
         if n is not None:
             _h5_check_columns(f, n, s)
             _h5_check_images(f, n, attrs, s)
+    s.problems = _capped(s.problems)
+    return s
+
+
+def _inspect_index(path: Path, f: h5py.File, attrs: dict, s: Summary) -> Summary:
+    """An index of shards: each shard's own checks, their counts against the index's record, and the index's
+    virtual columns against the shards (a shard that cannot be read shows there as labels of -1)."""
+    s.complete = bool(attrs.get("complete", False))
+    s.class_names = _attr_json(attrs, "class_names", list, s.problems) or []
+    try:
+        s.provenance = read_provenance(f)
+        records = shard_records(f) or []
+    except (*H5_ERRORS, json.JSONDecodeError, DatagenError) as error:
+        s.problems.append(f"the index's provenance or shard list is unreadable ({error})")
+        return s
+    s.format = f"hdf5, {len(records)} shards"
+    s.problems += shard_problems(path, records)
+    heads, shard_counts = [], [0] * len(s.class_names)
+    for i, record in enumerate(records):
+        shard = path.parent / record["file"]
+        if not shard.is_file():
+            continue
+        try:
+            sub = _inspect_h5(shard)
+        except DatagenError as error:
+            s.problems.append(f"shard {i}/{len(records)}: {error}")
+            continue
+        s.problems += [f"shard {i}/{len(records)} ({record['file']}): {problem}" for problem in sub.problems]
+        if sub.class_names != s.class_names:
+            s.problems.append(f"shard {i}/{len(records)} ({record['file']}) has classes {sub.class_names}, the index "
+                              f"{s.class_names}")
+        elif sub.counts:
+            shard_counts = [a + b for a, b in zip(shard_counts, sub.counts)]
+        heads.append({"provenance": sub.provenance, "class_names": sub.class_names, "image_shape": sub.image_shape,
+                      "datasets": None})
+    if len(heads) == len(records) > 1:
+        problem = mismatch(heads, len(records))
+        if problem:
+            s.problems.append(problem)
+    n = _h5_check_lengths(f, attrs, s)
+    if n is not None:
+        _h5_check_columns(f, n, s)  # the labels as the index reads them: s.counts
+        _h5_check_images(f, 0, attrs, s)  # their layout; the pixels were decompressed in each shard's own check
+        if s.counts and s.counts != shard_counts:
+            s.problems.append(f"the index reads {s.counts} images per class, its shards hold {shard_counts}")
     s.problems = _capped(s.problems)
     return s
 

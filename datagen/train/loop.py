@@ -10,9 +10,10 @@ import json
 import math
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -31,7 +32,7 @@ from datagen.model.device import pick_device
 from datagen.model.latent import Model
 from datagen.model.objectives import Optimizers, make_optimizers, train_step
 from datagen.model.recipes import Recipe
-from datagen.train import rundir, tensorboard
+from datagen.train import distributed, rundir, tensorboard
 from datagen.train.monitor import Monitor
 
 
@@ -59,6 +60,7 @@ class TrainOptions:
     amp: bool | None = None
     square: str | None = None  # "crop" | "pad": how non-square images become square; on --resume None keeps the run's
     tensorboard: bool = False  # mirror metrics.jsonl and the sample grids into RUN/tensorboard/
+    sync_bn: bool | None = None  # SyncBatchNorm across torchrun's processes; None: off for a new run, the run's own on --resume
 
     def __post_init__(self) -> None:
         if self.tensorboard:
@@ -78,6 +80,8 @@ class Plan:
     options: TrainOptions
     how: speed.Speed  # layout, compilation, precision: resumed runs keep their own
     square: str | None = None  # recorded with the dataset, so every later load squares the data as training did
+    ranks: distributed.Ranks = field(default_factory=distributed.Ranks)  # this process's place under torchrun
+    sync_bn: bool = False  # the run's setting, recorded; it acts only when there are several processes to share with
 
 
 def _suggest_recipes(dataset: str, data_root: Path | None) -> str:
@@ -131,12 +135,14 @@ def prepare(opts: TrainOptions) -> Plan:
         if changed:
             raise DatagenError(f"--resume keeps the run's training settings; only --epochs may change (changed: {', '.join(changed)})")
         device, how = _execution(opts, state.get("execution"), out)
+        sync_bn = _resumed_sync_bn(opts.sync_bn, state.get("distributed"), out)
         square = _resumed_square(opts.square, state["dataset"].get("square"), out)  # absent: trained before the choice
         out = out.resolve()
     else:
         if opts.dataset is None:
             raise DatagenError("give a DATASET to train on (e.g. datagen train mnist-5k)")
         device, how = _execution(opts, None, None)
+        sync_bn = bool(opts.sync_bn)
         dataset = opts.dataset
         square = opts.square
         check_square(square)
@@ -149,8 +155,22 @@ def prepare(opts: TrainOptions) -> Plan:
     seed = state["seed"] if state is not None else (opts.seed or 0)
     if not 0 <= seed < 2**32:
         raise DatagenError(f"--seed {seed}: use a number from 0 to {2**32 - 1}")
+    ranks = distributed.ranks()
+    distributed.check_batch(recipe.train.batch_size, ranks)
+    device = distributed.local_device(device, ranks)
+    distributed.check_sync_bn(opts.sync_bn, sync_bn, device, ranks)
     return Plan(recipe=recipe, dataset=dataset, out=out, device=device, seed=seed, resume_state=state, options=opts, how=how,
-                square=square)
+                square=square, ranks=ranks, sync_bn=sync_bn)
+
+
+def _resumed_sync_bn(asked: bool | None, recorded: dict[str, Any] | None, out: Path) -> bool:
+    """A resumed run keeps its BatchNorm mode (absent from checkpoints older than the option: off)."""
+    trained = bool((recorded or {}).get("sync_bn", False))
+    if asked is not None and asked != trained:
+        keep = "pass --sync-bn or leave it out" if trained else "leave out --sync-bn"
+        raise DatagenError(f"--resume: {out} was trained with sync_bn = {trained}, which resuming must keep so the run "
+                           f"continues as it began: {keep}")
+    return trained
 
 
 def _resumed_square(asked: str | None, recorded: str | None, out: Path) -> str | None:
@@ -207,6 +227,17 @@ def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator("epoch-order", seed, epoch))
 
 
+def _rank_batch(group: distributed.Group, order: torch.Tensor, batch: int, batch_size: int, eg_steps: int, model: Model,
+                noise_gen: torch.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """This rank's image indices and noise batches for global batch `batch` of an epoch.
+
+    The global batch is the run's whatever the number of processes: each rank takes its slice of the batch's
+    images and of its noise, which every rank draws whole, so the noise stream does not depend on the number.
+    """
+    rows = group.shard(order[batch * batch_size:(batch + 1) * batch_size])
+    return rows, [group.shard(model.gaussian(batch_size, noise_gen)) for _ in range(eg_steps)]
+
+
 class _StopFlag:
     """First Ctrl-C: finish the current step, save, exit. Second Ctrl-C: stop at once."""
 
@@ -255,16 +286,18 @@ def _state(model: Model, opt: Optimizers, plan: Plan, dataset: dict[str, str], e
         "dataset": dataset,
         "execution": {"device": plan.device.type, "channels_last": plan.how.channels_last, "compile": plan.how.compile,
                       "amp": plan.how.amp},
+        # sync_bn is kept on --resume; the number of processes is for the record: the checkpoint means the same for any
+        "distributed": {"sync_bn": plan.sync_bn, "processes": plan.ranks.world},
         "datagen_version": __version__,
     }
 
 
 def fit(plan: Plan) -> Result:
     """Train per the plan; every epoch logs, draws grids and checkpoints. Never raises on Ctrl-C or NaN."""
-    started = {"run": False}  # set once this call has marked the run "running"
+    started = {"run": False}  # set once this call has marked the run "running" (rank 0 only)
     try:
-        with _StopFlag() as stop:
-            return _fit(plan, stop, started)
+        with distributed.join(plan.ranks, plan.device) as group, _quiet_unless(group.is_main), _StopFlag() as stop:
+            return _fit(plan, stop, started, group)
     except DatagenError:
         raise  # bad input: found before this call changed anything
     except BaseException as exc:
@@ -274,11 +307,34 @@ def fit(plan: Plan) -> Result:
         raise
 
 
-def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
+@contextmanager
+def _quiet_unless(main: bool) -> Iterator[None]:
+    """Rank 0 alone prints progress and messages; the other ranks would repeat them line for line."""
+    was = console.quiet
+    console.quiet = was or not main
+    try:
+        yield
+    finally:
+        console.quiet = was
+
+
+class _NoMetrics:
+    """What ranks other than 0 log to: nothing (rank 0 writes metrics.jsonl)."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool], group: distributed.Group) -> Result:
     recipe, t, out = plan.recipe, plan.recipe.train, plan.out
     img = recipe.image
-    with progress() as bar:  # decoding a large folder or CelebA takes a while: show it
-        task = bar.add_task("load", total=None, info=plan.dataset, visible=plan.options.progress and console.is_terminal)
+    main = group.is_main
+    show = plan.options.progress and console.is_terminal and main
+    with progress() as bar, group.first_on_each_node():  # decoding a large folder or CelebA takes a while: show it
+        task = bar.add_task("load", total=None, info=plan.dataset, visible=show)
         train_set = load(plan.dataset, "train", size=img.size, channels=img.channels, crop=img.crop,
                               square=plan.square, data_root=plan.options.data_root,
                               progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -296,12 +352,18 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
     torch.manual_seed(plan.seed)
     how = plan.how
     model = new_model(recipe, plan.device, how)
+    if plan.sync_bn and group.world > 1:
+        distributed.sync_batchnorm(model)
     precision = speed.precision(plan.device, how)
     opt = make_optimizers(model)
     noise_gen = generator("train-noise", plan.seed)
     images = train_set.images.to(plan.device)
     monitor_file = out / "monitor.pt"
-    if state is None:
+    monitor = None  # rank 0's: it alone measures, draws grids and writes files; the other ranks wait for it
+    if state is None and not main:
+        epoch, batch, step, best = 0, 0, 0, None
+        stop.armed = True
+    elif state is None:
         rundir.create(out)
         write_json(out / "recipe.json", recipe.to_dict())
         write_json(out / "dataset.json", {
@@ -310,7 +372,8 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
             "class_names": list(train_set.class_names), "shape": list(train_set.shape), "fingerprint": fingerprint,
             "train_indices_sha": indices_digest(train_set.indices)})
         write_json(out / "run.json", {"status": "running", "dataset": plan.dataset, "recipe": recipe.name,
-                                             "seed": plan.seed, "device": str(plan.device), "datagen_version": __version__})
+                                             "seed": plan.seed, "device": str(plan.device), "processes": group.world,
+                                             "sync_bn": plan.sync_bn, "datagen_version": __version__})
         started["run"] = stop.armed = True
         rundir.point_latest(out, plan.options.runs_root)
         console.print(f"training {recipe.model} ({recipe.name}) on {plan.dataset}: {len(train_set)} images -> {out}")
@@ -328,37 +391,47 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
         if state["rng"].get("cuda") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         epoch, batch, step, best = state["epoch"], state["batch"], state["step"], state["best_fidelity"]
-        monitor = Monitor.from_state(checkpoint.load_plain(monitor_file), img.channels)
-        rundir.set_status(out, "running")
-        started["run"] = stop.armed = True
-        write_json(out / "recipe.json", recipe.to_dict())  # --epochs may have changed
-        console.print(f"resuming {out} at epoch {epoch + 1}, step {step}")
+        stop.armed = True
+        if main:
+            monitor = Monitor.from_state(checkpoint.load_plain(monitor_file), img.channels)
+            rundir.set_status(out, "running")
+            started["run"] = True
+            write_json(out / "recipe.json", recipe.to_dict())  # --epochs may have changed
+            console.print(f"resuming {out} at epoch {epoch + 1}, step {step}"
+                          + (f" in {group.world} processes" if group.world > 1 else ""))
     metrics_log = tensorboard.MetricsAndTensorBoard if plan.options.tensorboard else rundir.MetricsLog
-    metrics = metrics_log(out / "metrics.jsonl", keep_until_step=step if state is not None else None)
+    metrics = metrics_log(out / "metrics.jsonl", keep_until_step=step if state is not None else None) if main else _NoMetrics()
     steps_per_epoch = len(train_set) // t.batch_size
     result = Result(out=out, status="completed", epoch=epoch, step=step)
     if epoch >= t.epochs:
         metrics.close()
-        rundir.set_status(out, "completed")
+        if main:
+            rundir.set_status(out, "completed")
         result.message = f"{out} has already trained {epoch} epochs (--epochs {t.epochs}); raise --epochs to train more"
         return result
-    save = lambda name, e, b: checkpoint.save(out / "checkpoints" / name, _state(model, opt, plan, dataset_info, e, b, step, noise_gen, best))
+
+    def save(name: str, e: int, b: int) -> None:
+        if main:
+            checkpoint.save(out / "checkpoints" / name, _state(model, opt, plan, dataset_info, e, b, step, noise_gen, best))
+
+    average = group.average_step if group.world > 1 else None
     logs: dict[str, float] = {}
     with progress() as bar:
         task = bar.add_task("train", total=t.epochs * steps_per_epoch, completed=epoch * steps_per_epoch + batch,
-                            info="", visible=plan.options.progress and console.is_terminal)
+                            info="", visible=show)
         window_start, window_images = time.perf_counter(), 0
         shown = ""  # the last epoch's fidelity and reconstruction error, kept on the bar
         while epoch < t.epochs:
             order = _epoch_order(plan.seed, epoch, len(train_set)).to(plan.device)
             epoch_start = time.perf_counter()
             while batch < steps_per_epoch:
-                x = speed.as_input(to_model_input(images[order[batch * t.batch_size:(batch + 1) * t.batch_size]]), how)
-                z_noise = [model.gaussian(t.batch_size, noise_gen).to(plan.device) for _ in range(t.eg_steps)]
-                logs = train_step(model, opt, x, z_noise, precision)
-                if not all(math.isfinite(v) for v in logs.values()):
+                rows, z_noise = _rank_batch(group, order, batch, t.batch_size, t.eg_steps, model, noise_gen)
+                x = speed.as_input(to_model_input(images[rows]), how)
+                z_noise = [z.to(plan.device) for z in z_noise]
+                logs = train_step(model, opt, x, z_noise, precision, average=average)
+                if not all(math.isfinite(v) for v in logs.values()):  # averaged across ranks: all stop here alike
                     bad = ", ".join(k for k, v in logs.items() if not math.isfinite(v))
-                    return _stop_non_finite(result, out, metrics, epoch, step + 1, bad)
+                    return _stop_non_finite(result, out if main else None, metrics, epoch, step + 1, bad)
                 batch, step = batch + 1, step + 1
                 window_images += t.batch_size
                 elapsed = time.perf_counter() - window_start
@@ -368,17 +441,22 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
                 bar.update(task, advance=1, info=f"epoch {epoch + 1}/{t.epochs} step {step} {_losses(logs)} {shown} {rate:.0f} img/s")
                 if elapsed > 10:
                     window_start, window_images = time.perf_counter(), 0
-                if stop.requested:
+                if group.any(stop.requested):  # a Ctrl-C seen by any rank stops all of them after the same step
+                    group.average_buffers(model)
                     save("last.pt", epoch, batch)
                     metrics.close()
-                    rundir.set_status(out, "interrupted")
+                    if main:
+                        rundir.set_status(out, "interrupted")
                     result.status, result.epoch, result.step = "interrupted", epoch, step
                     result.message = (f"interrupted at epoch {epoch + 1}, step {step}: checkpoint saved; continue with "
                                       f"datagen train --resume --out {out}")
                     return result
             epoch, batch = epoch + 1, 0
             if not all(torch.isfinite(p).all() for _, net in model.nets.items() for p in net.parameters()):
-                return _stop_non_finite(result, out, metrics, epoch - 1, step, "the weights")
+                return _stop_non_finite(result, out if main else None, metrics, epoch - 1, step, "the weights")
+            group.average_buffers(model)  # on every rank: the nets rank 0 measures and saves describe all the data
+            if not main:
+                continue
             measured = monitor.measure(model, images, out / "samples", epoch)
             record = {"epoch": epoch, "step": step, "event": "epoch", "epoch_seconds": round(time.perf_counter() - epoch_start, 2), **measured}
             metrics.write(record)
@@ -391,14 +469,19 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool]) -> Result:
             console.print(f"epoch {epoch}/{t.epochs}: fidelity {fid}, recon error {measured['recon_error']:.3f}, "
                           f"{_losses(logs)}, {record['epoch_seconds']:.0f} s")
     metrics.close()
-    rundir.set_status(out, "completed", epochs=epoch, step=step, best_fidelity=best)
+    if main:
+        rundir.set_status(out, "completed", epochs=epoch, step=step, best_fidelity=best)
     result.epoch, result.step, result.final_losses = epoch, step, logs
     return result
 
 
-def _stop_non_finite(result: Result, out: Path, metrics: rundir.MetricsLog, epoch: int, step: int, what: str) -> Result:
-    """End a run whose numbers went NaN/inf, keeping the last good checkpoint untouched."""
+def _stop_non_finite(result: Result, out: Path | None, metrics: rundir.MetricsLog | _NoMetrics, epoch: int, step: int,
+                     what: str) -> Result:
+    """End a run whose numbers went NaN/inf, keeping the last good checkpoint untouched (out None: not rank 0)."""
     metrics.close()
+    if out is None:
+        result.status, result.epoch, result.step = "failed", epoch, step
+        return result
     rundir.set_status(out, "failed", reason=f"non-finite {what}")
     result.status, result.epoch, result.step = "failed", epoch, step
     result.message = (f"training stopped: {what} became NaN/inf at epoch {epoch + 1}, step {step}; the last good "
