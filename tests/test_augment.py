@@ -227,3 +227,15 @@ def test_the_filter_is_fitted_once_per_seed_set_and_reused(run, tmp_path, monkey
     for other in (dict(seed=1), dict(labels=labels.roll(1))):  # anything the fit depends on: another filter
         with pytest.raises(AssertionError, match="cached filter"):
             filtering.filter_classifier(cache, images, x, other.get("labels", labels), 10, seed=other.get("seed", 0))
+
+
+def test_the_automatic_filter_steps_aside_for_a_g_it_would_reject(run, tmp_path, capsys):
+    """A 1-epoch tiny G: the filter rejects nearly all its neighbours. Asked for, it stops on its cap; by default
+    (every class has 10 seeds, where it is on) a fixed probe shows it, and augment writes without it, saying so."""
+    with pytest.raises(filtering.FilterCapError):
+        aug.augment(_opts(run, tmp_path / "asked.h5", seeds_per_class=10, filter=True))
+    result = aug.augment(_opts(run, tmp_path / "auto.h5", seeds_per_class=10, filter=None))
+    assert result.counts == [7] * 10 and "writing without it; --filter insists on it" in capsys.readouterr().err
+    assert inspect(tmp_path / "auto.h5").provenance["filter"] is False
+    resumed = aug.augment(_opts(run, tmp_path / "auto.h5", seeds_per_class=10, filter=None, resume=True))
+    assert resumed.counts == [7] * 10  # the probe decides the same way again, so the settings match

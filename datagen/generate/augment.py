@@ -158,7 +158,19 @@ def augment(o: AugmentOptions) -> AugmentResult:
         picked = pick_seeds(seeds.labels, len(names), o.seeds_per_class, o.seed, names)
     chosen = torch.cat(picked)
     unlabeled = _unlabeled_positions(o, seeds, chosen)
+    automatic = o.filter is None
     o = dataclasses.replace(o, filter=filter_wanted(o.filter, min(len(p) for p in picked)))
+    clock = _Clock()
+    x_seeds = to_model_input(seeds.images[chosen]).to(device)
+    classifier = None
+    if o.filter:
+        classifier = filter_classifier(rundir.folder_of(ckpt) / FILTER_CACHE, seeds.images[chosen], x_seeds,
+                                        seeds.labels[chosen].to(device), len(names), o.seed)
+    clock.lap("filter_fit")
+    pools = _pools(model, o, seeds, len(picked), chosen, x_seeds, unlabeled)
+    clock.lap("encode")
+    if automatic and classifier is not None and not _filter_keeps_enough(model, o, pools, classifier, names):
+        o, classifier = dataclasses.replace(o, filter=False), None
     out = o.out or rundir.folder_of(ckpt) / _DEFAULT_OUT.get(o.fmt, "augmented")
     provenance = {
         "class_names": list(names), "source": seeds.source, "square": square, "split": "train", "split_rule": seeds.split_rule,
@@ -187,19 +199,10 @@ def augment(o: AugmentOptions) -> AugmentResult:
         sharding.drop_index(index)
     if o.fmt == "hdf5":  # hidden behind G; PNG encoding would compete with G for the CPU (docs/performance-notes.md)
         writer = writers.Overlapped(writer)
-    clock = _Clock()
     with writer:
-        x_seeds = to_model_input(seeds.images[chosen]).to(device)
         if o.include_seeds and sum(writer.counts()) == 0:  # seeds go first, in one durable batch
             writer.write(seeds.images[chosen], seeds.labels[chosen], seeds.indices[chosen], torch.ones(len(chosen), dtype=torch.bool),
                          {"latent": model.encode_all(x_seeds).cpu()})
-        classifier = None
-        if o.filter:
-            classifier = filter_classifier(rundir.folder_of(ckpt) / FILTER_CACHE, seeds.images[chosen], x_seeds,
-                                            seeds.labels[chosen].to(device), len(names), o.seed)
-        clock.lap("filter_fit")
-        pools = _pools(model, o, seeds, len(picked), chosen, x_seeds, unlabeled)
-        clock.lap("encode")
         rejection = _generate(model, o, writer, pools, picked, seeds, classifier, first)
         clock.lap("generate")
         writer.finish()
@@ -211,6 +214,30 @@ def augment(o: AugmentOptions) -> AugmentResult:
     clock.lap("previews")
     return AugmentResult(path=out, counts=counts, rejection=rejection, previews=previews, seconds=clock.laps,
                          shard=str(shard) if shard is not None else None, index=index if written else None)
+
+
+PROBE = 64  # neighbours per class the automatic filter is tried on before it is used
+
+
+@torch.inference_mode()
+def _filter_keeps_enough(model: Model, o: AugmentOptions, pools: list[Pool], classifier: torch.nn.Module,
+                         names: tuple[str, ...]) -> bool:
+    """Whether the automatic filter keeps enough of a fixed probe of each class's neighbours to be used.
+
+    A G that does not yet render its neighbours as digits (a run of an epoch or two) gets nearly all of them
+    rejected; rather than stop on the cap, augment then writes without the filter and says so. The probe is seeded,
+    so a resumed call decides the same way.
+    """
+    for c, pool in enumerate(pools):
+        images, *_ = candidates(model, pool.z, o.noise, 0, PROBE, generator("augment-filter-probe", o.seed, c), o.mix)
+        probs = probabilities(classifier, to_model_input(images).to(pool.z.device)).cpu()
+        rejected = 1 - ((probs.argmax(1) == c) & (probs[:, c] >= o.min_confidence)).float().mean().item()
+        if rejected > 1 - 1 / o.max_candidates:  # more, and the filter would stop on its cap (max_candidates per image)
+            console.print(f"the filter would reject {rejected:.0%} of class '{names[c]}' neighbours (is G trained "
+                          "enough? look at the previews): writing without it; --filter insists on it",
+                          markup=False, highlight=False)
+            return False
+    return True
 
 
 def _rank_device(device: torch.device) -> torch.device:
