@@ -74,8 +74,8 @@ def train_cmd(
         console.print(result.message, highlight=False)
     if result.status == "failed":
         raise typer.Exit(1)
-    if result.status == "interrupted":
-        raise typer.Exit(130)
+    if result.status == "interrupted":  # Ctrl-C 130, SIGTERM 143: the checkpoint is saved either way
+        raise typer.Exit(128 + result.stopped_by)
     if result.last_epoch:  # rank 0's only
         last = result.last_epoch
         samples = result.out / "samples" / f"epoch-{last['epoch']:03d}-recon.png"

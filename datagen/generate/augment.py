@@ -24,8 +24,10 @@ import torch
 
 from datagen.common.version import __version__
 from datagen.classify.fit import probabilities
+from datagen.common import locks
 from datagen.common.console import console, progress
 from datagen.common.errors import DatagenError
+from datagen.common.interrupts import Interrupted, StopRequest
 from datagen.common.files import safe_name
 from datagen.common.grids import save_grid
 from datagen.common.seeds import generator
@@ -129,11 +131,21 @@ def _sha256(path: Path) -> str:
 
 
 def augment(o: AugmentOptions) -> AugmentResult:
-    """Write per_class neighbours per class (plus the seeds, if asked) to o.out; see the module docstring."""
+    """Write per_class neighbours per class (plus the seeds, if asked) to o.out; see the module docstring.
+
+    The call holds the output's lock throughout (datagen.common.locks), taken before anything is loaded so that a
+    second process on the same output refuses at once; each shard locks its own file, so shards run side by side.
+    """
     _validate(o)
     shard = sharding.parse_shard(o.shard) if o.shard is not None else None
     ckpt = rundir.checkpoint_of(o.run)
-    state = checkpoint.load(ckpt)
+    state = checkpoint.load(ckpt)  # a missing run fails here, before a lock file is made for its default output
+    out = o.out or rundir.folder_of(ckpt) / _DEFAULT_OUT.get(o.fmt, "augmented")
+    with locks.hold(shard.path(out) if shard is not None else out, "the output"):
+        return _augment(o, shard, ckpt, state, out)
+
+
+def _augment(o: AugmentOptions, shard: sharding.Shard | None, ckpt: Path, state: dict, out: Path) -> AugmentResult:
     device = _rank_device(pick_device(o.device)) if shard is not None else pick_device(o.device)
     how = speed.choose(device, o.channels_last, o.compile)
     model = checkpoint.load_model(state, device, how)
@@ -171,7 +183,6 @@ def augment(o: AugmentOptions) -> AugmentResult:
     clock.lap("encode")
     if automatic and classifier is not None and not _filter_keeps_enough(model, o, pools, classifier, names):
         o, classifier = dataclasses.replace(o, filter=False), None
-    out = o.out or rundir.folder_of(ckpt) / _DEFAULT_OUT.get(o.fmt, "augmented")
     provenance = {
         "class_names": list(names), "source": seeds.source, "square": square, "split": "train", "split_rule": seeds.split_rule,
         "seed_indices": seeds.indices[chosen].tolist(), "seeds_per_class": o.seeds_per_class,
@@ -199,11 +210,12 @@ def augment(o: AugmentOptions) -> AugmentResult:
         sharding.drop_index(index)
     if o.fmt == "hdf5":  # hidden behind G; PNG encoding would compete with G for the CPU (docs/performance-notes.md)
         writer = writers.Overlapped(writer)
-    with writer:
+    with StopRequest("stopping after this batch; every image written so far is kept") as stop, writer:
+        stop.armed = True  # the output exists: a signal stops after a whole batch, which resume continues from
         if o.include_seeds and sum(writer.counts()) == 0:  # seeds go first, in one durable batch
             writer.write(seeds.images[chosen], seeds.labels[chosen], seeds.indices[chosen], torch.ones(len(chosen), dtype=torch.bool),
                          {"latent": model.encode_all(x_seeds).cpu()})
-        rejection = _generate(model, o, writer, pools, picked, seeds, classifier, first)
+        rejection = _generate(model, o, writer, pools, picked, seeds, classifier, first, stop)
         clock.lap("generate")
         writer.finish()
         counts = writer.counts()
@@ -330,9 +342,11 @@ def grow_in_memory(model: Model, o: AugmentOptions, pools: list[Pool],
 
 @torch.inference_mode()
 def _generate(model: Model, o: AugmentOptions, writer: Writer, pools: list[Pool], picked: list[torch.Tensor],
-              seeds: ImageSet, classifier: torch.nn.Module | None, first: int = 0) -> list[float]:
+              seeds: ImageSet, classifier: torch.nn.Module | None, first: int = 0,
+              stop: StopRequest | None = None) -> list[float]:
     """o.per_class images per class, the positions first.. of each class in the whole (sharded) set: a batch's
-    seeds and noise follow from its position, so shards draw different candidates and each resumes exactly."""
+    seeds and noise follow from its position, so shards draw different candidates and each resumes exactly.
+    A signal caught by `stop` ends the call after the batch under way, raising Interrupted."""
     rejection = []
     with progress() as bar:
         done = [count - (len(picked[c]) if o.include_seeds else 0) for c, count in enumerate(writer.counts())]
@@ -369,6 +383,10 @@ def _generate(model: Model, o: AugmentOptions, writer: Writer, pools: list[Pool]
                                info=f"class {seeds.class_names[c]} {written / elapsed if elapsed else 0:.0f} img/s")
                 else:
                     stalled += 1
+                if stop is not None and stop.requested:  # Ctrl-C or SIGTERM: this batch is written, stop here
+                    raise Interrupted(stop.signum, f"stopped after a whole batch: {writer.path} keeps its "
+                                      f"{sum(writer.counts())} images and is not marked complete; run the same command "
+                                      "with --resume to finish it")
             rejection.append(rejected / tried if tried else 0.0)
     return rejection
 

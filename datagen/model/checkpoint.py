@@ -16,9 +16,10 @@ from datagen.model.recipes import Recipe
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    """Write to a temp file beside `path`, fsync, then rename: a crash never leaves half a checkpoint."""
-    with atomic_path(path, durable=True) as tmp:
-        torch.save(state, tmp)
+    """Write to a temp file beside `path`, fsync, then rename: a crash never leaves half a checkpoint. Written
+    through a Python file, so a failed write (disk full) keeps its OSError, which atomic_path names in one line."""
+    with atomic_path(path, durable=True) as tmp, tmp.open("wb") as fh:
+        torch.save(state, fh)
 
 
 def load_plain(path: Path) -> Any:

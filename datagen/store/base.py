@@ -7,6 +7,7 @@ can always tell an interrupted output from a finished one.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from PIL import Image
 
-from datagen.common.errors import DatagenError
-from datagen.common.files import write_text
+from datagen.common.errors import DatagenError, WriteFailed
+from datagen.common.files import write_failed, write_text
 from datagen.data.formats import OUTPUT_MANIFEST
 
 if TYPE_CHECKING:  # torch is slow to import; writers only ever need .detach().cpu().numpy() on a tensor
@@ -139,9 +140,18 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def unwritable(path: Path, error: OSError) -> DatagenError:
-    reason = error.strerror or str(error)
-    return DatagenError(f"cannot write {path} ({reason}); choose a writable --out")
+def unwritable(path: Path, error: BaseException) -> Exception:
+    """The error for an output that could not be written: a path that cannot be written at all is bad input
+    (choose another --out, exit 2); a write that failed (disk full, I/O error) is a fault, and --resume continues
+    from what was written (WriteFailed, exit 1)."""
+    if isinstance(error, WriteFailed):
+        return error
+    if getattr(error, "errno", None) in _BAD_OUT:
+        return DatagenError(f"cannot write {path} ({error.strerror or error}); choose a writable --out")
+    return write_failed(path, error)
+
+
+_BAD_OUT = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ENOENT}
 
 
 def jsonable(provenance: dict) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import zlib
@@ -12,7 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from datagen.common.errors import DatagenError
+from datagen.common.errors import DatagenError, WriteFailed
 from datagen.common.files import atomic_path, leftover_temporaries
 from datagen.data.formats import OUTPUT_MARK
 from datagen.store.base import FORMAT_VERSION, H5_ERRORS, BaseWriter, check_resume, unwritable
@@ -23,6 +24,8 @@ _COLUMN_CHUNK = 4096  # labels/seed_index/real: small chunks, since a partial ch
 _GZIP_LEVEL = 1  # much faster to pack than 4 for slightly larger files (docs/performance-notes.md)
 _PACK_CHUNKS = 64  # image chunks read, deflated in parallel and written per round of finish()
 _MAX_ATTR_JSON = 32 << 10  # larger provenance goes into a dataset: HDF5 object headers cap attributes at 64 KiB
+_METADATA_ROOM = 64 << 10  # claimed per batch beyond its chunks, for the metadata it adds: far more than a batch needs
+_FAULTS = (OSError, RuntimeError)  # what h5py raises when a write or flush fails (RuntimeError: "Unable to flush")
 COLUMNS = (("labels", np.int64), ("seed_index", np.int64), ("real", np.bool_), ("label_confidence", np.float32),
            ("noise", np.float32))
 DATASETS = ("images", *dict(COLUMNS))  # and "latent" (N×M float32) when the output came from a G
@@ -37,6 +40,12 @@ class H5Writer(BaseWriter):
     flush, so a kill -9 inside ``flush()`` left earlier, already flushed rows undecodable in about one output in
     ten (measured). Uncompressed chunks keep their size and place: rewriting one rewrites the old rows' bytes
     unchanged, whatever the index says.
+
+    A failed write (disk full, file size limit) must never reach HDF5, which has no undo: a flush cut short leaves
+    its metadata half old, half new, and h5py then crashed (a segfault on `ulimit -f`, a file resume could not
+    open). So each batch first claims the file space it can need (`_claim`): a full disk fails there, before HDF5
+    changes anything. Should HDF5 fail anyway (an I/O error), the file is closed without HDF5 writing to it again
+    (`_abandon`), which leaves what a kill -9 would.
     """
 
     def __init__(self, path: Path, f: h5py.File, image_shape: tuple, class_names: list[str], counts: list[int],
@@ -55,11 +64,17 @@ class H5Writer(BaseWriter):
             f = h5py.File(path, "w")
         except OSError as error:
             raise unwritable(path, error) from None
-        _h5_datasets(f, shape, 0, latent_dim, packed=False)
-        write_provenance(f, prov)
-        f.attrs.update({OUTPUT_MARK: FORMAT_VERSION}, complete=False, n_written=0, image_shape=list(shape),
-                       class_names=json.dumps(names))  # a JSON list: what datagen.data.load reads
-        f.flush()
+        try:
+            _claim(f, _METADATA_ROOM + len(json.dumps(prov)))
+            _h5_datasets(f, shape, 0, latent_dim, packed=False)
+            write_provenance(f, prov)
+            f.attrs.update({OUTPUT_MARK: FORMAT_VERSION}, complete=False, n_written=0, image_shape=list(shape),
+                           class_names=json.dumps(names))  # a JSON list: what datagen.data.load reads
+            f.flush()
+        except _FAULTS as error:
+            _abandon(f)
+            path.unlink(missing_ok=True)  # it held nothing yet: a rerun (with or without --resume) starts it again
+            raise unwritable(path, error) from None
         return cls(path, f, shape, names, [0] * len(names), latent_dim)
 
     @classmethod
@@ -82,11 +97,22 @@ class H5Writer(BaseWriter):
                 raise DatagenError(f"cannot resume {path}: it was written by an older datagen, without the columns "
                                    f"{', '.join(n for n in names_here if n not in f)}; pass --overwrite to start it again")
             n = min(int(f.attrs["n_written"]), *(len(f[name]) for name in names_here))
-            for name in names_here:  # drop rows of a batch that was cut short
-                f[name].resize(n, axis=0)
-            f.attrs["n_written"] = n
-            f.flush()
+            try:
+                _claim(f, _METADATA_ROOM)  # before the first change
+            except OSError as error:
+                raise unwritable(path, error) from None
+            try:
+                for name in names_here:  # drop rows of a batch that was cut short
+                    f[name].resize(n, axis=0)
+                f.attrs["n_written"] = n
+                f.flush()
+            except _FAULTS as error:
+                _abandon(f)
+                raise unwritable(path, error) from None
             counts = np.bincount(f["labels"][:n], minlength=len(names)).tolist()
+        except WriteFailed:  # not damage: the file holds what it held; resume again once there is room
+            f.close()
+            raise
         except H5_ERRORS as error:
             f.close()
             raise DatagenError(f"cannot resume {path}: it is damaged ({type(error).__name__}: {error}); "
@@ -102,6 +128,10 @@ class H5Writer(BaseWriter):
         f = self._open()
         start, end = self._n, self._n + len(columns["labels"])
         try:
+            _claim(f, _METADATA_ROOM + sum(_chunk_bytes(f[name], start, end) for name in columns))
+        except OSError as error:  # nothing changed: the file holds every row written before, and stays usable
+            raise unwritable(self.path, error) from None
+        try:
             if f.attrs["complete"]:  # a finished (packed) output that grows is unfinished again (and not kill-safe)
                 f.attrs["complete"] = False
             for name, values in columns.items():
@@ -110,7 +140,9 @@ class H5Writer(BaseWriter):
             f.flush()  # the data first, then the count that vouches for it
             f.attrs["n_written"] = end
             f.flush()
-        except OSError as error:
+        except _FAULTS as error:
+            self._f = None
+            _abandon(f)
             raise unwritable(self.path, error) from None
         self._n = end
         self._counts = (np.asarray(self._counts) + np.bincount(columns["labels"], minlength=len(self._counts))).tolist()
@@ -121,9 +153,10 @@ class H5Writer(BaseWriter):
         if f.attrs["complete"]:  # resumed after finishing, and nothing added
             self.close()
             return
-        try:
+        try:  # packing needs about the output's size again; if that fails, the streamed file stays as it was
             with atomic_path(self.path) as tmp:
-                with h5py.File(tmp, "w") as out:
+                out = h5py.File(tmp, "w")
+                try:
                     _h5_datasets(out, self.image_shape, self._n, self.latent_dim, packed=True)
                     _pack_images(f["images"], out["images"], self._n)
                     for name in _datasets(self.latent_dim)[1:]:  # the columns: small, copied as they are
@@ -134,8 +167,13 @@ class H5Writer(BaseWriter):
                         f.copy("provenance_json", out)
                     out.attrs.update(dict(f.attrs))
                     out.attrs["complete"] = True
+                    out.flush()
+                except BaseException:
+                    _abandon(out)  # a half-packed temporary file, deleted next
+                    raise
+                out.close()
                 self.close()
-        except OSError as error:
+        except _FAULTS as error:
             raise unwritable(self.path, error) from None
 
     def close(self) -> None:
@@ -147,6 +185,48 @@ class H5Writer(BaseWriter):
         if self._f is None:
             raise ValueError(f"the writer for {self.path} is closed")
         return self._f
+
+
+def _claim(f: h5py.File, nbytes: int) -> None:
+    """Make the file `nbytes` longer than HDF5's own end of file, as allocated blocks, before HDF5 writes.
+
+    HDF5 allocates new space only at its end of file; with the blocks already the file's, its writes cannot run
+    out of space (ENOSPC, EDQUOT, EFBIG are raised here instead, before the file changes). HDF5 cuts the file back
+    to its own length when it next flushes or closes, or ignores the extra zeros (measured: the same rows).
+    """
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: HDF5 finds a full disk itself, as before
+        return
+    try:
+        os.posix_fallocate(f.id.get_vfd_handle(), 0, f.id.get_filesize() + nbytes)
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # those: a file system that cannot
+            raise
+
+
+def _chunk_bytes(dataset: h5py.Dataset, start: int, end: int) -> int:
+    """Bytes of the chunks that rows start..end of `dataset` touch: the most file space writing them can take."""
+    rows = dataset.chunks[0]
+    return (-(-end // rows) - start // rows) * int(np.prod(dataset.chunks)) * dataset.dtype.itemsize
+
+
+def _abandon(f: h5py.File) -> None:
+    """Close an HDF5 file after a failed write without letting HDF5 write to it again.
+
+    On close HDF5 flushes what it holds, and after a failed write that is metadata that no longer fits what is on
+    disk: its file descriptor is pointed at /dev/null first, so the file keeps what its last good flush left.
+    """
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, f.id.get_vfd_handle())
+        finally:
+            os.close(null)
+    except (*_FAULTS, ValueError):
+        pass  # already closed
+    try:
+        f.close()
+    except (*_FAULTS, ValueError):
+        pass  # HDF5 reports the flush it could not do; there is nothing left to save
 
 
 def _drop_packing_leftovers(path: Path) -> None:

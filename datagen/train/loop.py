@@ -19,8 +19,10 @@ import torch
 
 from datagen.common.version import __version__
 from datagen.common.console import console, progress
+from datagen.common import locks
 from datagen.common.errors import DatagenError
 from datagen.common.files import write_json
+from datagen.common.interrupts import Interrupted, StopRequest
 from datagen.common.seeds import generator
 from datagen.data.conform import SQUARE_FLAGS, check_square
 from datagen.data.imageset import indices_digest
@@ -238,31 +240,6 @@ def _rank_batch(group: distributed.Group, order: torch.Tensor, batch: int, batch
     return rows, [group.shard(model.gaussian(batch_size, noise_gen)) for _ in range(eg_steps)]
 
 
-class _StopFlag:
-    """First Ctrl-C: finish the current step, save, exit. Second Ctrl-C: stop at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.armed = False  # until the run directory exists there is nothing to save: stop at once
-        self._previous: Any = None
-
-    def __enter__(self) -> "_StopFlag":
-        def handler(signum: int, frame: Any) -> None:
-            if self.requested or not self.armed:
-                raise KeyboardInterrupt
-            self.requested = True
-            console.print("[yellow]interrupt: saving a checkpoint after this step (Ctrl-C again to abort)")
-        try:
-            self._previous = signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not the main thread: plain KeyboardInterrupt behaviour
-            self._previous = None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
 @dataclass
 class Result:
     out: Path
@@ -272,6 +249,7 @@ class Result:
     message: str = ""
     last_epoch: dict[str, Any] = field(default_factory=dict)
     final_losses: dict[str, float] = field(default_factory=dict)
+    stopped_by: int = signal.SIGINT  # when interrupted: the signal asked for the stop (a rank may stop for another's)
 
 
 def _state(model: Model, opt: Optimizers, plan: Plan, dataset: dict[str, str], epoch: int, batch: int, step: int,
@@ -293,18 +271,36 @@ def _state(model: Model, opt: Optimizers, plan: Plan, dataset: dict[str, str], e
 
 
 def fit(plan: Plan) -> Result:
-    """Train per the plan; every epoch logs, draws grids and checkpoints. Never raises on Ctrl-C or NaN."""
+    """Train per the plan; every epoch logs, draws grids and checkpoints. Never raises on Ctrl-C, SIGTERM or NaN.
+
+    Rank 0 holds the run directory's lock throughout (datagen.common.locks): a second process refuses to write it.
+    """
     started = {"run": False}  # set once this call has marked the run "running" (rank 0 only)
-    try:
-        with distributed.join(plan.ranks, plan.device) as group, _quiet_unless(group.is_main), _StopFlag() as stop:
-            return _fit(plan, stop, started, group)
-    except DatagenError:
-        raise  # bad input: found before this call changed anything
-    except BaseException as exc:
-        if started["run"]:  # say how the run ended, so nobody mistakes it for a live one
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            rundir.set_status(plan.out, status, reason=f"{type(exc).__name__}: {exc}")
-        raise
+    with _run_lock(plan):
+        try:
+            with (distributed.join(plan.ranks, plan.device) as group, _quiet_unless(group.is_main),
+                  StopRequest("saving a checkpoint after this step") as stop):
+                return _fit(plan, stop, started, group)
+        except DatagenError:
+            raise  # bad input: found before this call changed anything
+        except BaseException as exc:
+            if started["run"]:  # say how the run ended, so nobody mistakes it for a live one
+                status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
+                rundir.set_status(plan.out, status, reason=f"{type(exc).__name__}: {exc}")
+            raise
+
+
+@contextmanager
+def _run_lock(plan: Plan) -> Iterator[None]:
+    """Rank 0's lock on the run directory (the other ranks write nothing there); a new run checks again, under the
+    lock, that no other process began a run in the directory since `prepare` looked."""
+    if not plan.ranks.is_main:
+        yield
+        return
+    with locks.hold(plan.out, "the run directory"):
+        if plan.resume_state is None:
+            rundir.check_new(plan.out)
+        yield
 
 
 @contextmanager
@@ -328,7 +324,7 @@ class _NoMetrics:
         pass
 
 
-def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool], group: distributed.Group) -> Result:
+def _fit(plan: Plan, stop: StopRequest, started: dict[str, bool], group: distributed.Group) -> Result:
     recipe, t, out = plan.recipe, plan.recipe.train, plan.out
     img = recipe.image
     main = group.is_main
@@ -441,13 +437,14 @@ def _fit(plan: Plan, stop: "_StopFlag", started: dict[str, bool], group: distrib
                 bar.update(task, advance=1, info=f"epoch {epoch + 1}/{t.epochs} step {step} {_losses(logs)} {shown} {rate:.0f} img/s")
                 if elapsed > 10:
                     window_start, window_images = time.perf_counter(), 0
-                if group.any(stop.requested):  # a Ctrl-C seen by any rank stops all of them after the same step
+                if group.any(stop.requested):  # Ctrl-C or SIGTERM seen by any rank stops all of them after the same step
                     group.average_buffers(model)
                     save("last.pt", epoch, batch)
                     metrics.close()
                     if main:
                         rundir.set_status(out, "interrupted")
                     result.status, result.epoch, result.step = "interrupted", epoch, step
+                    result.stopped_by = stop.signum or signal.SIGINT
                     result.message = (f"interrupted at epoch {epoch + 1}, step {step}: checkpoint saved; continue with "
                                       f"datagen train --resume --out {out}")
                     return result

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.common.errors import DatagenError
-from datagen.common.files import safe_name, write_json, write_text
+from datagen.common.files import safe_name, write_failed, write_json, write_text
 
 
 RUNS_ROOT = Path("runs")
@@ -108,11 +108,17 @@ class MetricsLog:
             # and a line cut short by a crash (kill -9, full disk) with them.
             kept = [r for r in _parse_lines(path.read_text()) if r.get("step", 0) <= keep_until_step]
             write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-        self._fh = path.open("a")
+        try:
+            self._fh = path.open("a")
+        except OSError as error:
+            raise write_failed(path, error) from None
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record) + "\n")
-        self._fh.flush()
+        try:  # a line cut short by a full disk is dropped on resume (keep_until_step)
+            self._fh.write(json.dumps(record) + "\n")
+            self._fh.flush()
+        except OSError as error:
+            raise write_failed(self.path, error) from None
 
     def close(self) -> None:
         self._fh.close()
