@@ -307,3 +307,15 @@ def test_speed_flags_reach_the_nets_and_contiguous_nets_train_the_same_way_again
     assert _steps(tmp_path / "a") == _steps(tmp_path / "b")  # reproducible in either layout
     done = cli(*TINY, "--epochs", "1", "--no-channels-last", "--no-amp", "--dry-run")
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_before_the_first_checkpoint_then_the_same_command_starts_again(tmp_path):
+    """SIGKILL during epoch 1: no checkpoint, so nothing to resume; the same command (no --resume) starts over."""
+    proc = _train_in_background(tmp_path)
+    _wait_for(proc, tmp_path / "r" / "metrics.jsonl", lambda records: len(records) >= 3)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not (tmp_path / "r" / "checkpoints" / "last.pt").exists()
+    again = training.fit(training.prepare(_opts(tmp_path / "r", epochs=1)))
+    assert again.status == "completed" and (tmp_path / "r" / "checkpoints" / "last.pt").is_file()

@@ -123,6 +123,9 @@ def prepare(opts: TrainOptions) -> Plan:
         out = opts.out or opts.runs_root / "latest"
         if not out.exists():
             raise DatagenError(f"--resume: no run at {out}; give the run directory with --out DIR")
+        if (out / "run.json").is_file() and not (out / "checkpoints" / "last.pt").exists():
+            raise DatagenError(f"--resume: {out} stopped before its first checkpoint, so there is nothing to resume; "
+                               f"run the same `datagen train DATASET --out {out}` without --resume to start it again")
         state = checkpoint.load(out / "checkpoints" / "last.pt")
         stored = recipes.parse(state["recipe"], f"in {out}")
         dataset = opts.dataset or state["dataset"]["source"]
@@ -299,7 +302,7 @@ def _run_lock(plan: Plan) -> Iterator[None]:
         return
     with locks.hold(plan.out, "the run directory"):
         if plan.resume_state is None:
-            rundir.check_new(plan.out)
+            rundir.check_new(plan.out, clear_unsaved=True)
         yield
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from datagen.common.console import console
 from datagen.common.errors import DatagenError
-from datagen.common.files import safe_name, write_failed, write_json, write_text
+from datagen.common.files import is_temporary, safe_name, write_failed, write_json, write_text
 
 
 RUNS_ROOT = Path("runs")
@@ -45,14 +47,31 @@ def default_dir(dataset: str, root: Path = RUNS_ROOT) -> Path:
     return path
 
 
-def check_new(path: Path) -> None:
-    """A new run may go into a missing or empty directory only."""
+# What a run writes before its first checkpoint: a run killed then (kill -9, a full disk) leaves only these
+_BEFORE_FIRST_CHECKPOINT = {"run.json", "recipe.json", "dataset.json", "metrics.jsonl", "monitor.pt", "samples",
+                            "checkpoints", "tensorboard"}
+
+
+def check_new(path: Path, clear_unsaved: bool = False) -> None:
+    """A new run may go into a missing or empty directory, or over a run that died before its first checkpoint
+    (nothing to resume there); `clear_unsaved`, under the run's lock, removes that run's files first."""
     if path.exists() and not path.is_dir():
         raise DatagenError(f"--out {path} is a file; give a directory for the run")
     if (path / "checkpoints" / "last.pt").exists():
         raise DatagenError(f"{path} already holds a run: add --resume to continue it, or choose another --out")
     if path.is_dir() and any(path.iterdir()):
-        raise DatagenError(f"{path} is not empty: choose a new or empty directory for --out")
+        entries = [entry for entry in path.iterdir() if not is_temporary(entry.name)]
+        names = {entry.name for entry in entries}
+        if "run.json" not in names or not names <= _BEFORE_FIRST_CHECKPOINT:
+            raise DatagenError(f"{path} is not empty: choose a new or empty directory for --out")
+        if clear_unsaved:
+            console.print(f"{path} holds a run that stopped before its first checkpoint: starting it again",
+                          markup=False, highlight=False)
+            for entry in path.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
 
 
 def ensure_writable(folder: Path, what: str, fix: str) -> None:
