@@ -32,3 +32,21 @@ def judge_every_tenth(monkeypatch) -> None:
         return torch.nn.functional.one_hot(classes, 10).float()
 
     monkeypatch.setattr(augment_module, "probabilities", judge)
+
+
+def augment_in_background(run: Path, out: Path, cwd: Path, started_bytes: int):
+    """`datagen augment` (3,000 per class, batches of 16) in its own process, returned once `out` holds
+    `started_bytes`; and its arguments, for the `--resume` that completes it."""
+    import subprocess
+    import sys
+    import time
+
+    args = ["augment", str(run), "--per-class", "3000", "--batch-size", "16", "--seeds-per-class", "5", "--no-filter",
+            "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and (not out.exists() or out.stat().st_size < started_bytes):
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    return proc, args

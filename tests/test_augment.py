@@ -143,21 +143,14 @@ def test_an_unwritable_out_is_one_line_and_leaves_nothing(cli, run, tmp_path):
 def test_kill_9_then_resume_gives_exactly_n_per_class(cli, run, tmp_path):
     """The command itself, killed with SIGKILL mid-output (a real process), then resumed (issue 3's acceptance check)."""
     import signal
-    import subprocess
-    import sys
-    import time
 
+    from helpers import augment_in_background
+
+    proc, args = augment_in_background(run, tmp_path / "k.h5", tmp_path, started_bytes=400_000)
     out = tmp_path / "k.h5"
-    args = ["augment", str(run), "--per-class", "3000", "--batch-size", "16", "--seeds-per-class", "5", "--no-filter",
-            "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and (not out.exists() or out.stat().st_size < 400_000):
-        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
     interrupted = inspect(out)
     assert not interrupted.complete and 0 < sum(interrupted.counts) < 30000
     resumed = cli(*args, "--resume")

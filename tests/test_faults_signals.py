@@ -11,11 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
 import pytest
+from helpers import augment_in_background
 from test_train import STEPS_PER_EPOCH, Uninterrupted, _opts, _steps, _train_in_background, _wait_for
 
 from datagen.common import interrupts, locks
@@ -51,13 +51,16 @@ def _holding(path) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_sigterm_mid_train_saves_exits_143_and_resume_continues_exactly(tmp_path, uninterrupted):
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupt"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_signal_mid_train_saves_mid_epoch_and_resume_continues_exactly(tmp_path, uninterrupted, signum, code, said):
+    """Ctrl-C and SIGTERM alike: finish the step, save, exit 128 + the signal; the resumed run's losses are the
+    uninterrupted run's."""
     proc = _train_in_background(tmp_path)
     _wait_for(proc, tmp_path / "r" / "metrics.jsonl", lambda records: len(records) >= 50)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "SIGTERM: saving a checkpoint after this step" in err and "checkpoint saved" in err and "Traceback" not in err
+    assert proc.returncode == code, err
+    assert f"{said}: saving a checkpoint after this step" in err and "checkpoint saved" in err and "Traceback" not in err
     assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "interrupted"
     assert not locks.lock_path(tmp_path / "r").exists()  # released on the way out
     state = checkpoint.load(tmp_path / "r" / "checkpoints" / "last.pt")
@@ -72,14 +75,7 @@ def test_sigterm_mid_train_saves_exits_143_and_resume_continues_exactly(tmp_path
 @pytest.mark.slow
 def test_sigterm_mid_augment_exits_143_a_second_writer_refuses_and_resume_gives_exact_counts(cli, run, tmp_path):
     out = tmp_path / "t.h5"
-    args = ["augment", str(run), "--per-class", "3000", "--batch-size", "16", "--seeds-per-class", "5", "--no-filter",
-            "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and (not out.exists() or out.stat().st_size < 100_000):
-        time.sleep(0.02)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc, args = augment_in_background(run, out, tmp_path, started_bytes=100_000)
 
     second = cli(*args, "--overwrite")  # would delete the first one's output: refused before anything is touched
     assert second.returncode == 2

@@ -134,6 +134,20 @@ def row_record(class_names: list[str], label: int, seed_index: int, real: bool, 
     return record
 
 
+class ManifestWriter(BaseWriter):
+    """A directory output whose manifest.json (held here while open) says what it holds: ImageFolder, webdataset."""
+
+    _manifest: dict | None
+
+    def close(self) -> None:
+        self._manifest = None
+
+    def _open(self) -> dict:
+        if self._manifest is None:
+            raise ValueError(f"the writer for {self.path} is closed")
+        return self._manifest
+
+
 def _numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor, possibly on a GPU
         x = x.detach().cpu().numpy()

@@ -16,8 +16,8 @@ import numpy as np
 from datagen.common.errors import DatagenError
 from datagen.common.files import atomic_path, is_temporary, leftover_temporaries, safe_name
 from datagen.data.formats import OUTPUT_MARK
-from datagen.store.base import (FORMAT_VERSION, MANIFEST, BaseWriter, check_resume, png_bytes, row_record, unwritable,
-                                write_manifest)
+from datagen.store.base import (FORMAT_VERSION, MANIFEST, ManifestWriter, check_resume, png_bytes, row_record,
+                                unwritable, write_manifest)
 
 
 PNG_DIGITS = 6  # 000000.png: sorts in write order up to a million images per class
@@ -48,7 +48,7 @@ def folder_names(class_names: list[str]) -> list[str]:
 
 
 
-class FolderWriter(BaseWriter):
+class FolderWriter(ManifestWriter):
     """OUT/<folder>/<n>.png, OUT/metadata.jsonl (a line per PNG, appended) and a small OUT/manifest.json.
 
     metadata.jsonl is the only trusted record of what was written: a batch's PNGs are written first, then its lines
@@ -145,13 +145,6 @@ class FolderWriter(BaseWriter):
             raise unwritable(self.path, error) from None
         self.close()
 
-    def close(self) -> None:
-        self._manifest = None
-
-    def _open(self) -> dict:
-        if self._manifest is None:
-            raise ValueError(f"the writer for {self.path} is closed")
-        return self._manifest
 
 
 def check_folders(folders: list[str]) -> None:

@@ -219,11 +219,7 @@ def _h5_check_images(f: h5py.File, n: int, attrs: dict, s: Summary) -> None:
 def _inspect_folder(root: Path) -> Summary:
     s = Summary(root, "imagefolder", False, (0, 0, 0), [], [], [], {}, [])
     try:
-        m = json.loads((root / MANIFEST).read_text())
-        s.complete = bool(m["complete"])
-        s.image_shape = tuple(int(v) for v in m["image_shape"])
-        s.class_names = [str(name) for name in m["class_names"]]
-        s.provenance = m.get("provenance", {})
+        m = _read_manifest(root, s)
         folders, recorded = list(m["folders"]), [int(c) for c in m["counts"]]
         if not len(folders) == len(recorded) == len(s.class_names):
             raise ValueError("class_names, folders and counts differ in length")
@@ -243,6 +239,16 @@ def _inspect_folder(root: Path) -> Summary:
         _check_folder(root, folder, count, record, s)
     s.problems = _capped(s.problems)
     return s
+
+
+def _read_manifest(root: Path, s: Summary) -> dict:
+    """A directory output's manifest.json, with what every format records filled into the summary."""
+    m = json.loads((root / MANIFEST).read_text())
+    s.complete = bool(m["complete"])
+    s.image_shape = tuple(int(v) for v in m["image_shape"])
+    s.class_names = [str(name) for name in m["class_names"]]
+    s.provenance = m.get("provenance", {})
+    return m
 
 
 def _folder_real_flags(root: Path, m: dict, folders: list[str], s: Summary) -> list[list[bool]]:
@@ -310,11 +316,7 @@ def _manifest_format(root: Path) -> str | None:
 def _inspect_shards(root: Path) -> Summary:
     s = Summary(root, "webdataset", False, (0, 0, 0), [], [], [], {}, [])
     try:
-        m = json.loads((root / MANIFEST).read_text())
-        s.complete = bool(m["complete"])
-        s.image_shape = tuple(int(v) for v in m["image_shape"])
-        s.class_names = [str(name) for name in m["class_names"]]
-        s.provenance = m.get("provenance", {})
+        m = _read_manifest(root, s)
         recorded, shards = [int(c) for c in m["counts"]], list(m["shards"])
         if len(s.image_shape) != 3 or len(recorded) != len(s.class_names):
             raise ValueError("image_shape is not H×W×C, or counts and class_names differ in length")

@@ -26,8 +26,8 @@ import numpy as np
 from datagen.common.errors import DatagenError
 from datagen.common.files import leftover_temporaries
 from datagen.data.formats import OUTPUT_MARK
-from datagen.store.base import (FORMAT_VERSION, MANIFEST, BaseWriter, check_resume, png_bytes, row_record, unwritable,
-                                write_manifest)
+from datagen.store.base import (FORMAT_VERSION, MANIFEST, ManifestWriter, check_resume, png_bytes, row_record,
+                                unwritable, write_manifest)
 
 
 SHARD_SIZE = 10_000  # samples per shard: ~10–120 MB for 28×28 grey to 64×64 RGB, within WebDataset's advice
@@ -45,7 +45,7 @@ def sample_key(index: int) -> str:
     return f"{index:0{KEY_DIGITS}d}"
 
 
-class WebDatasetWriter(BaseWriter):
+class WebDatasetWriter(ManifestWriter):
     """Tar shards of `shard_size` samples; manifest.json's per-shard lengths are the only trusted ones.
 
     Per shard the manifest records `samples`, `data_bytes` (where the next member goes) and `bytes` (the file's
@@ -154,13 +154,6 @@ class WebDatasetWriter(BaseWriter):
             raise unwritable(self.path, error) from None
         self.close()
 
-    def close(self) -> None:
-        self._manifest = None
-
-    def _open(self) -> dict:
-        if self._manifest is None:
-            raise ValueError(f"the writer for {self.path} is closed")
-        return self._manifest
 
     def _write_manifest(self, manifest: dict | None = None) -> None:
         write_manifest(self.path, manifest or self._open(), self._encoded)
