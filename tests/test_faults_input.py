@@ -88,3 +88,6 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again(cli, tmp_path):
     done = cli("train", "digits", "--recipe", "tiny8", "--epochs", "1", "--out", "r")
     assert done.returncode == 0, done.stderr
     assert (run / "checkpoints" / "last.pt").is_file() and "starting it again" in done.stdout + done.stderr
+    (run / "checkpoints" / "last.pt").unlink()  # a finished run whose checkpoint was deleted is not cleared away
+    _one_error_line(cli("train", "digits", "--recipe", "tiny8", "--epochs", "1", "--out", "r"), "not empty")
+    assert (run / "metrics.jsonl").is_file()

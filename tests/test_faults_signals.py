@@ -186,3 +186,18 @@ def test_train_refuses_a_run_directory_another_process_holds(cli, run, tmp_path)
         assert f"in use by process {holder.pid}" in lines[0] and "wait for it to finish" in lines[0]
     assert json.loads((run / "run.json").read_text())["status"] == "completed"  # the held run was left alone
     assert not (tmp_path / "new").exists()  # refused before anything was written
+
+
+def test_without_room_for_a_lock_file_the_writer_goes_on_and_says_so(tmp_path, monkeypatch, capsys):
+    """A volume mounted at /output under a read-only /: the lock cannot go beside the output."""
+    real_open = os.open
+
+    def read_only_parent(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_parent)
+    with locks.hold(tmp_path / "o.h5", "the output") as lock:
+        assert lock is None
+    assert "without a lock" in capsys.readouterr().err

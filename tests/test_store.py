@@ -389,3 +389,15 @@ def test_overlapped_writes_give_the_same_file_and_surface_errors(tmp_path):
         writer.write(*_batch(4, 4))  # ... and surfaces on the next call
     writer.close()
     assert inspect(tmp_path / "bad.h5").counts == [0, 0, 0]
+
+
+def test_resuming_a_finished_hdf5_output_leaves_it_byte_for_byte(tmp_path):
+    import hashlib
+
+    path = tmp_path / "out.h5"
+    _write(path, "hdf5")
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with _open(path, "hdf5", resume=True) as writer:
+        assert writer.counts() == [6, 6, 6]
+        writer.finish()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before

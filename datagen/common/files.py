@@ -39,7 +39,10 @@ def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # e.g. the parent is a file: there is no temporary file to remove
+            pass
         cause = _os_error_in(exc) if isinstance(exc, Exception) and not isinstance(exc, DatagenError) else None
         if cause is None or isinstance(exc, WriteFailed):
             raise
@@ -47,7 +50,7 @@ def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
 
 
 _SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # disk full, quota, file size limit (ulimit -f)
-_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS}
+_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
 
 
 def write_failed(path: Path, error: BaseException) -> WriteFailed:

@@ -70,7 +70,7 @@ class StopRequest:
 
     def __exit__(self, *exc: Any) -> None:
         for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)  # None: a handler set from C
         self._previous.clear()
 
 
@@ -89,4 +89,4 @@ def sigterm_raises() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

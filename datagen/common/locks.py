@@ -19,7 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from datagen.common.console import console
 from datagen.common.errors import DatagenError
+from datagen.common.files import write_failed
 
 try:
     import fcntl
@@ -36,34 +38,44 @@ def lock_path(path: Path) -> Path:
 
 
 @contextmanager
-def hold(path: Path, what: str) -> Iterator[Path]:
+def hold(path: Path, what: str) -> Iterator[Path | None]:
     """Hold the lock of `path` (`what` names it in messages, e.g. "the run directory") until the block ends.
 
-    Raises DatagenError, naming the holder and the fix, when another live process holds it.
+    Raises DatagenError, naming the holder and the fix, when another live process holds it. Where no lock file can
+    be created beside `path` (a read-only parent, e.g. a volume mounted at /output), it runs without one and says so.
     """
     lock = lock_path(path)
     fd = _acquire(lock, what, path)
+    if fd is None:
+        yield None
+        return
     try:
         yield lock
     finally:
         _release(lock, fd)
 
 
-def _acquire(lock: Path, what: str, path: Path) -> int:
+def _acquire(lock: Path, what: str, path: Path) -> int | None:
     while True:
         try:
             lock.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and lock.parent.is_dir():
+                console.print(f"cannot create the lock file {lock} ({exc.strerror}): writing {path} without a lock, so "
+                              "make sure no other datagen process writes it", markup=False, highlight=False)
+                return None
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # a fault: free space, run again
+                raise write_failed(lock, exc) from None
             raise DatagenError(f"cannot create the lock file {lock} ({exc.strerror}); choose a writable --out") from None
         try:
             locked = _flock(fd)
             if locked is None:  # no kernel lock here: the pid decides
                 holder = _holder(lock)
                 if holder is not None and _alive(holder):
-                    raise DatagenError(_in_use(what, path, lock, holder))
+                    raise DatagenError(_in_use(what, path, lock, holder, kernel_lock=False))
             elif not locked:
-                raise DatagenError(_in_use(what, path, lock, _holder(lock)))
+                raise DatagenError(_in_use(what, path, lock, _holder(lock), kernel_lock=True))
             elif not _same_file(fd, lock):
                 os.close(fd)  # the holder removed the file between our open and our lock: lock the new one
                 continue
@@ -81,7 +93,7 @@ def _write_holder(fd: int, lock: Path) -> None:
         os.ftruncate(fd, 0)
         os.write(fd, (json.dumps(record) + "\n").encode())
     except OSError as exc:  # e.g. a full disk: say so before any real work starts
-        raise DatagenError(f"cannot write the lock file {lock} ({exc.strerror}); free space there or choose another --out") from None
+        raise write_failed(lock, exc) from None
 
 
 def _release(lock: Path, fd: int) -> None:
@@ -128,7 +140,7 @@ def _holder(lock: Path) -> dict | None:
 
 def _alive(holder: dict) -> bool:
     """Whether the process a lock file names may still run (on another host it cannot be checked: assume so)."""
-    if holder.get("host") != socket.gethostname():
+    if holder.get("host") != socket.gethostname() or os.name == "nt":  # Windows: os.kill(pid, 0) is not a probe
         return True
     try:
         os.kill(holder["pid"], 0)
@@ -139,7 +151,9 @@ def _alive(holder: dict) -> bool:
     return True
 
 
-def _in_use(what: str, path: Path, lock: Path, holder: dict | None) -> str:
+def _in_use(what: str, path: Path, lock: Path, holder: dict | None, kernel_lock: bool) -> str:
     who = f"process {holder['pid']} on {holder.get('host', '?')}" if holder else "another process"
+    if kernel_lock:  # the kernel vouches that the holder runs: deleting the file would let two writers in
+        return f"{what} {path} is in use by {who} (lock file {lock}): wait for it to finish"
     return (f"{what} {path} is in use by {who} (lock file {lock}): wait for it to finish, "
             f"or if that process is no longer running, delete {lock}")

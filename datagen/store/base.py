@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -158,14 +159,14 @@ def unwritable(path: Path, error: BaseException) -> Exception:
     """The error for an output that could not be written: a path that cannot be written at all is bad input
     (choose another --out, exit 2); a write that failed (disk full, I/O error) is a fault, and --resume continues
     from what was written (WriteFailed, exit 1)."""
-    if isinstance(error, WriteFailed):
-        return error
-    if getattr(error, "errno", None) in _BAD_OUT:
-        return DatagenError(f"cannot write {path} ({error.strerror or error}); choose a writable --out")
-    return write_failed(path, error)
+    code = getattr(error, "errno", None)
+    if code in _BAD_OUT:  # also when a WriteFailed from a lower layer carries it: one rule for every output format
+        return DatagenError(f"cannot write {path} ({os.strerror(code)}); choose a writable --out")
+    return error if isinstance(error, WriteFailed) else write_failed(path, error)
 
 
-_BAD_OUT = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ENOENT}
+_BAD_OUT = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ENOENT,
+            errno.EEXIST}
 
 
 def jsonable(provenance: dict) -> dict:

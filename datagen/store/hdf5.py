@@ -97,18 +97,8 @@ class H5Writer(BaseWriter):
                 raise DatagenError(f"cannot resume {path}: it was written by an older datagen, without the columns "
                                    f"{', '.join(n for n in names_here if n not in f)}; pass --overwrite to start it again")
             n = min(int(f.attrs["n_written"]), *(len(f[name]) for name in names_here))
-            try:
-                _claim(f, _METADATA_ROOM)  # before the first change
-            except OSError as error:
-                raise unwritable(path, error) from None
-            try:
-                for name in names_here:  # drop rows of a batch that was cut short
-                    f[name].resize(n, axis=0)
-                f.attrs["n_written"] = n
-                f.flush()
-            except _FAULTS as error:
-                _abandon(f)
-                raise unwritable(path, error) from None
+            if not (bool(f.attrs.get("complete", False)) and all(len(f[name]) == n for name in names_here)):
+                _cut_to(f, path, names_here, n)  # a finished output is left byte for byte as it is
             counts = np.bincount(f["labels"][:n], minlength=len(names)).tolist()
         except WriteFailed:  # not damage: the file holds what it held; resume again once there is room
             f.close()
@@ -187,6 +177,22 @@ class H5Writer(BaseWriter):
         return self._f
 
 
+def _cut_to(f: h5py.File, path: Path, names: tuple[str, ...], n: int) -> None:
+    """Drop the rows of a batch that was cut short: every dataset n rows, n_written n."""
+    try:
+        _claim(f, _METADATA_ROOM)  # before the first change
+    except OSError as error:
+        raise unwritable(path, error) from None
+    try:
+        for name in names:
+            f[name].resize(n, axis=0)
+        f.attrs["n_written"] = n
+        f.flush()
+    except _FAULTS as error:
+        _abandon(f)
+        raise unwritable(path, error) from None
+
+
 def _claim(f: h5py.File, nbytes: int) -> None:
     """Make the file `nbytes` longer than HDF5's own end of file, as allocated blocks, before HDF5 writes.
 
@@ -197,7 +203,9 @@ def _claim(f: h5py.File, nbytes: int) -> None:
     if not hasattr(os, "posix_fallocate"):  # macOS, Windows: HDF5 finds a full disk itself, as before
         return
     try:
-        os.posix_fallocate(f.id.get_vfd_handle(), 0, f.id.get_filesize() + nbytes)
+        # From HDF5's end of file only: where a file system cannot allocate, glibc emulates this by touching every
+        # block of the range, so claiming from byte 0 on every batch would cost time in the size of the file
+        os.posix_fallocate(f.id.get_vfd_handle(), f.id.get_filesize(), nbytes)
     except OSError as error:
         if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # those: a file system that cannot
             raise

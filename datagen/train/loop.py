@@ -155,7 +155,8 @@ def prepare(opts: TrainOptions) -> Plan:
         if dataset not in dataset_names():
             probe(dataset)  # a missing or unreadable path fails here, before anything is written
         out = opts.out or rundir.default_dir(dataset, opts.runs_root)
-        rundir.check_new(out)
+        if distributed.ranks().is_main:  # rank 0 alone owns the run directory (and may clear a dead run's files)
+            rundir.check_new(out)
     nets.build(recipe)  # shape errors surface here, naming the layer
     seed = state["seed"] if state is not None else (opts.seed or 0)
     if not 0 <= seed < 2**32:
@@ -289,7 +290,10 @@ def fit(plan: Plan) -> Result:
         except BaseException as exc:
             if started["run"]:  # say how the run ended, so nobody mistakes it for a live one
                 status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
-                rundir.set_status(plan.out, status, reason=f"{type(exc).__name__}: {exc}")
+                try:
+                    rundir.set_status(plan.out, status, reason=f"{type(exc).__name__}: {exc}")
+                except OSError:  # e.g. the full disk that stopped the run: report that, not run.json
+                    pass
             raise
 
 

@@ -62,7 +62,7 @@ def check_new(path: Path, clear_unsaved: bool = False) -> None:
     if path.is_dir() and any(path.iterdir()):
         entries = [entry for entry in path.iterdir() if not is_temporary(entry.name)]
         names = {entry.name for entry in entries}
-        if "run.json" not in names or not names <= _BEFORE_FIRST_CHECKPOINT:
+        if "run.json" not in names or not names <= _BEFORE_FIRST_CHECKPOINT or _status(path) == "completed":
             raise DatagenError(f"{path} is not empty: choose a new or empty directory for --out")
         if clear_unsaved:
             console.print(f"{path} holds a run that stopped before its first checkpoint: starting it again",
@@ -72,6 +72,14 @@ def check_new(path: Path, clear_unsaved: bool = False) -> None:
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
+
+
+def _status(run: Path) -> str | None:
+    """run.json's status (None if unreadable)."""
+    try:
+        return json.loads((run / "run.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def ensure_writable(folder: Path, what: str, fix: str) -> None:
