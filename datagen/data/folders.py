@@ -11,7 +11,7 @@ from PIL import Image
 
 from datagen.common.errors import DatagenError
 from datagen.data.conform import SQUARE_FIX, rows_per_chunk, squared_side
-from datagen.data.formats import INCOMPLETE, OUTPUT_RULE, read_output_manifest
+from datagen.data.formats import INCOMPLETE, OUTPUT_RULE, output_format, read_output_manifest
 from datagen.data.imageset import EVERY_FIFTH_RULE, Selection, every_fifth, whole
 
 
@@ -21,7 +21,7 @@ GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 def scan_folder(root: Path) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
     """Image files (sorted by class, then name), their labels, and the sorted class names."""
-    if _output_format(root) == "webdataset":
+    if output_format(root) == "webdataset":
         raise DatagenError(f"{root} is a webdataset output, which datagen reads only as datagen.SyntheticDataset: "
                            "to train on generated images or grow from them, write them with --format hdf5 or imagefolder")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -110,11 +110,6 @@ def _check_one_size(root: Path, files: list[Path], headers: list[tuple[tuple[int
         raise DatagenError(f"mixed image sizes in {root}: {a_path.relative_to(root)} is {a[0]}×{a[1]}, "
                            f"{b_path.relative_to(root)} is {b[0]}×{b[1]}; {SQUARE_FIX} to square and resize each "
                            "image, or resize them to one size first")
-
-
-def _output_format(root: Path) -> str | None:
-    manifest = read_output_manifest(root)
-    return None if manifest is None else manifest.get("format", "imagefolder")
 
 
 def _is_output(root: Path) -> bool:

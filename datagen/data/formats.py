@@ -16,3 +16,9 @@ def read_output_manifest(root: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) and OUTPUT_MARK in manifest else None
+
+
+def output_format(root: Path) -> str | None:
+    """The --format a directory output was written with; None where `root` holds no datagen output."""
+    manifest = read_output_manifest(root)
+    return None if manifest is None else manifest.get("format", "imagefolder")

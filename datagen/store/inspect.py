@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from datagen.common.errors import DatagenError
-from datagen.data.formats import OUTPUT_MARK, read_output_manifest
+from datagen.data.formats import OUTPUT_MARK, output_format
 from datagen.store.base import H5_ERRORS, MANIFEST
 from datagen.store.hdf5 import DATASETS, read_provenance
 from datagen.data.shard_index import SHARDS_ATTR, shard_problems, shard_records
@@ -47,7 +47,7 @@ def inspect(path: Path) -> Summary:
     path = Path(path)
     if path.is_dir():
         if (path / MANIFEST).is_file():
-            return _inspect_shards(path) if _manifest_format(path) == "webdataset" else _inspect_folder(path)
+            return _inspect_shards(path) if output_format(path) == "webdataset" else _inspect_folder(path)
         raise DatagenError(f"{path} is a directory without {MANIFEST}, not a datagen output: "
                            "give an .h5 file or an ImageFolder or webdataset directory written by `datagen augment`")
     if not path.is_file():
@@ -306,11 +306,6 @@ def _capped(problems: list[str]) -> list[str]:
 
 
 # --- webdataset --------------------------------------------------------------------------------------------------
-
-
-def _manifest_format(root: Path) -> str | None:
-    """The "format" a directory output's manifest names (None if unreadable: the ImageFolder check reports it)."""
-    return (read_output_manifest(root) or {}).get("format")
 
 
 def _inspect_shards(root: Path) -> Summary:

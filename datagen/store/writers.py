@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.common.errors import DatagenError
-from datagen.data.formats import read_output_manifest
+from datagen.data.formats import output_format, read_output_manifest
 from datagen.store.base import FORMATS, MANIFEST, Writer, jsonable, unwritable
 from datagen.store.hdf5 import H5Writer
 from datagen.store.imagefolder import FolderWriter
@@ -61,7 +61,7 @@ def _exists(path: Path, is_directory: bool) -> bool:
 
 def _check_format(path: Path, fmt: str) -> None:
     # A directory output names its format: resuming it as another would fail on a detail, or mix two layouts.
-    written = (read_output_manifest(path) or {}).get("format") if path.is_dir() else None
+    written = output_format(path) if path.is_dir() else None
     if written is not None and written != fmt:
         raise DatagenError(f"{path} was written with --format {written}, not {fmt}: "
                            f"pass --format {written} to resume it")
