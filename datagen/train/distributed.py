@@ -136,13 +136,7 @@ class Group:
         """
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         values = torch.stack([v.detach().reshape(()).to(grads[0].dtype if grads else torch.float32) for v in terms.values()])
-        flat = torch.cat([*(g.reshape(-1) for g in grads), values.to(self.device)])
-        self._all_reduce_mean(flat)
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view(g.shape))
-            offset += g.numel()
-        return dict(zip(terms, flat[offset:]))
+        return dict(zip(terms, self._average_in_place(grads, values.to(self.device))))
 
     def average_buffers(self, model: Model) -> None:
         """Average BatchNorm's running statistics across ranks (each rank's follow its own slice of the data), so the
@@ -152,12 +146,17 @@ class Group:
         buffers = [b for _, net in model.nets.items() for b in net.buffers() if b.is_floating_point()]
         if not buffers:
             return
-        flat = torch.cat([b.reshape(-1) for b in buffers])
+        self._average_in_place(buffers)
+
+    def _average_in_place(self, tensors: list[torch.Tensor], extra: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean across ranks of `tensors` (written back into them) and of `extra` (returned), in one all-reduce."""
+        flat = torch.cat([*(t.reshape(-1) for t in tensors), *([] if extra is None else [extra])])
         self._all_reduce_mean(flat)
         offset = 0
-        for b in buffers:
-            b.copy_(flat[offset:offset + b.numel()].view(b.shape))
-            offset += b.numel()
+        for t in tensors:
+            t.copy_(flat[offset:offset + t.numel()].view(t.shape))
+            offset += t.numel()
+        return flat[offset:]
 
     def any(self, flag: bool) -> bool:
         """True on every rank when it is true on any (a stop asked for on one rank stops them all at one step)."""
