@@ -57,6 +57,7 @@ def test_every_arm_and_budget_is_reported_with_paired_gains_and_the_quality_bloc
     for block in (per["prior_samples"], per["neighbours"], q["floor_real_train_vs_split"]):
         assert {"fid", "kid_mean", "precision", "recall", "density", "coverage"} <= set(block) and block["fid"] >= 0
     assert per["prior_samples"]["fid"] > q["floor_real_train_vs_split"]["fid"]  # a 1-epoch G is far from real data
+    assert per["prior"] == "mixture" and per["gaussian_samples"]["fid"] != per["prior_samples"]["fid"]  # tiny8 fits one
     assert 0 <= per["latent_1nn_accuracy"] <= 1 and per["recon_ratio"] > 0 and q["reference_accuracy"] > 0.85
     assert result.paths["plot"].stat().st_size > 0 and "real+pseudo" in result.paths["markdown"].read_text()
 

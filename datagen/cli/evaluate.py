@@ -80,10 +80,13 @@ def print_evaluation(result) -> None:
     q = result.quality
     for name, per in q.get("runs", {}).items():
         prior, floor = per["prior_samples"], q["floor_real_train_vs_split"]
-        out.print(f"quality {name}: prior samples FID {prior['fid']:.1f} KID {prior['kid_mean']:.4f} precision "
-                  f"{prior['precision']:.2f} recall {prior['recall']:.2f} (real-vs-real floor: FID {floor['fid']:.1f} "
-                  f"KID {floor['kid_mean']:.4f}); 1-NN {per['latent_1nn_accuracy']:.3f}; recon label fidelity "
-                  f"{per['recon_label_fidelity']:.3f}", markup=False, highlight=False)
+        gaussian = per.get("gaussian_samples")
+        beside = f", N(0, I) samples FID {gaussian['fid']:.1f}" if gaussian else ""
+        out.print(f"quality {name}: prior samples ({per.get('prior', 'gaussian')}) FID {prior['fid']:.1f} KID "
+                  f"{prior['kid_mean']:.4f} precision {prior['precision']:.2f} recall {prior['recall']:.2f}{beside} "
+                  f"(real-vs-real floor: FID {floor['fid']:.1f} KID {floor['kid_mean']:.4f}); 1-NN "
+                  f"{per['latent_1nn_accuracy']:.3f}; recon label fidelity {per['recon_label_fidelity']:.3f}",
+                  markup=False, highlight=False)
     for name, path in result.paths.items():
         out.print(f"{name}: {path}", markup=False, highlight=False)
 
@@ -105,7 +108,10 @@ def demo_cmd(
     result = evaluate(EvaluateOptions(runs=(trained.out,), labels_per_class=(10,), repeats=repeats))
     print_evaluation(result)
     out = stdout()
-    out.print(f"reconstructions: {trained.out / 'samples' / f'epoch-{trained.epoch:03d}-recon.png'}", markup=False, highlight=False)
+    grids = trained.out / "samples"
+    out.print(f"reconstructions: {grids / f'epoch-{trained.epoch:03d}-recon.png'}", markup=False, highlight=False)
+    if (grids / f"epoch-{trained.epoch:03d}-prior.png").is_file():
+        out.print(f"samples of the fitted prior: {grids / f'epoch-{trained.epoch:03d}-prior.png'}", markup=False, highlight=False)
     out.print(f"augmented: {grown.path}; previews: {grown.previews[0].parent}", markup=False, highlight=False)
 
 

@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help=_OUT_HELP),
         device: str = typer.Option("auto", "--device"),
     ) -> None:
-        """G(z) for z ~ N(0, I) (Figs. 4.xc)."""
+        """G(z) for z from the run's prior: the mixture fitted to its codes, or N(0, I) (Figs. 4.xc)."""
         from datagen.tools.figures import sample
 
         _done(sample(run, n=n, seed=seed, out=out, device=device).path)

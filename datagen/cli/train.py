@@ -79,8 +79,10 @@ def train_cmd(
     if result.last_epoch:  # rank 0's only
         last = result.last_epoch
         samples = result.out / "samples" / f"epoch-{last['epoch']:03d}-recon.png"
+        prior = samples.with_name(f"epoch-{last['epoch']:03d}-prior.png")
         console.print(f"done: {result.epoch} epochs, {result.step} steps -> {result.out}\n"
-                      f"reconstructions: {samples}\nfinal losses: "
+                      f"reconstructions: {samples}\n" + (f"samples of the fitted prior: {prior}\n" if prior.is_file() else "")
+                      + "final losses: "
                       + ", ".join(f"{k} {v:.3f}" for k, v in result.final_losses.items()), highlight=False)
 
 

@@ -333,8 +333,12 @@ def _quality(o: EvaluateOptions, runs: list[Run], train: ImageSet, target: Image
         model = checkpoint.load_model(run.state)  # on the CPU, beside the reference net
         per = {**quality.latent_classification(model, train.images, train.labels, target.images, target.labels),
                **quality.reconstruction(model, ref, target.images, target.labels, seed=o.seed)}
+        per["prior"] = "mixture" if model.prior is not None else "gaussian"
         per["prior_samples"] = quality.distribution_quality(ref, target.images, quality.prior_samples(model, n, o.seed),
                                                             o.seed)
+        if model.prior is not None:  # beside the fitted prior, what G makes of the N(0, I) it trained on
+            per["gaussian_samples"] = quality.distribution_quality(
+                ref, target.images, quality.prior_samples(model, n, o.seed, gaussian=True), o.seed)
         if fakes[run.name]:
             images, labels = (torch.cat(parts) for parts in zip(*fakes[run.name]))
             per["neighbours"] = quality.generated_quality(ref, target.images, images, labels, o.seed)

@@ -155,9 +155,11 @@ def _kid(feature: nn.Module, real: torch.Tensor, fake: torch.Tensor, seed: int) 
 
 
 @torch.inference_mode()
-def prior_samples(model: Model, n: int, seed: int) -> torch.Tensor:
-    """n images G(z), uint8 N×H×W×C, z ~ N(c, I) unprojected: the z_n training feeds G (train.loop: model.gaussian)."""
-    z = model.gaussian(n, generator("quality-prior-samples", seed))
+def prior_samples(model: Model, n: int, seed: int, gaussian: bool = False) -> torch.Tensor:
+    """n images G(z), uint8 N×H×W×C, z from the model's prior (Model.sample_prior: the fitted mixture where the run
+    has one); with `gaussian`, z ~ N(c, I) unprojected, the z_n training feeds G, whatever prior the run has."""
+    draws = generator("quality-prior-samples", seed)
+    z = model.gaussian(n, draws) if gaussian else model.sample_prior(n, draws)
     device = next(model.nets.generator.parameters()).device
     return to_uint8(model.decode_all(z.to(device))).cpu()
 

@@ -60,6 +60,7 @@ def load_model(state: dict[str, Any], device: torch.device | str = "cpu", how: s
     for name, net in model.nets.items():
         net.load_state_dict(state["nets"][name])
         net.to(device).eval()
+    model.prior = state.get("latent_prior")  # absent in checkpoints from before priors were fitted
     model.nets.generator = model.nets.sampler()  # every command after training renders with the averaged G
     speed.prepare([net for _, net in model.nets.items()], how or speed.choose(torch.device(device)))
     return model

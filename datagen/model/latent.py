@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from datagen.data.pixels import to_model_input
 from datagen.model import speed
+from datagen.model.prior import fit_mixture, sample_mixture
 from datagen.model.nets import Nets
 from datagen.model.recipes import Recipe
 
@@ -63,6 +64,7 @@ class Model:
 
     recipe: Recipe
     nets: Nets
+    prior: dict[str, torch.Tensor] | None = None  # the mixture fitted to E's codes (recipe latent.prior = "mixture")
 
     @property
     def radius(self) -> float:
@@ -90,6 +92,27 @@ class Model:
     def gaussian(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """Samples of N(0, I), moved by latent.center so they surround the codes' sphere."""
         return torch.randn(n, self.recipe.latent.dim, generator=generator, device=device) + self.recipe.latent.center
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n codes of the model's prior (CPU): the fitted mixture, put on the codes' sphere, where the run has one;
+        else N(c, I), the z_n training feeds G."""
+        if self.prior is None:
+            return self.gaussian(n, generator)
+        return self.project(sample_mixture(self.prior, n, generator))
+
+    @torch.inference_mode()
+    def fit_prior(self, images: torch.Tensor, seed: int) -> None:
+        """Fit the recipe's mixture to E's codes of `images` (no labels); E runs in eval mode and is left as it was."""
+        if self.recipe.latent.prior != "mixture":
+            return
+        encoder = self.nets.encoder
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            codes = self.encode_all(images)
+        finally:
+            encoder.train(was_training)
+        self.prior = fit_mixture(codes, self.recipe.latent.mixture_components, seed)
 
     def project(self, z: torch.Tensor) -> torch.Tensor:
         """Put any latent vector onto the codes' sphere (for neighbours z + noise)."""

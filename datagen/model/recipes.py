@@ -66,6 +66,9 @@ class ImageSpec:
     crop: int | None = None  # centre-crop the source to crop×crop before resizing
 
 
+PRIORS = ("gaussian", "mixture")
+
+
 @dataclass(frozen=True)
 class LatentSpec:
     dim: int
@@ -74,6 +77,10 @@ class LatentSpec:
     # concentrate (|z| ~ sqrt(M)); center 0.5 is the literal reading of the thesis.
     center: float = 0.0
     radius: float | None = None  # None: sqrt(dim)
+    # What "a sample of the model" is after training (datagen.model.prior): "gaussian" is N(center, I), the z_n of
+    # training; "mixture" is a Gaussian mixture fitted to E's codes of the training images at every checkpoint.
+    prior: str = "gaussian"
+    mixture_components: int = 20
 
 
 @dataclass(frozen=True)
@@ -230,6 +237,10 @@ def _check_value(name: str, annotation: str, value: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise DatagenError(f"{where}.{name} must be true or false, got {value!r}")
         return value
+    if annotation.startswith("str"):
+        if not isinstance(value, str):
+            raise DatagenError(f"{where}.{name} must be a string, got {value!r}")
+        return value
     if annotation.startswith("float"):
         if not _is_number(value):
             raise DatagenError(f"{where}.{name} must be a number, got {value!r}")
@@ -275,6 +286,9 @@ def parse(raw: dict[str, Any], origin: str) -> Recipe:
         raise DatagenError(f"recipe {origin}: image needs size > 0, channels 1 or 3, and crop > 0 if given")
     if latent.dim < 1 or (latent.radius is not None and latent.radius <= 0):
         raise DatagenError(f"recipe {origin}: latent needs dim >= 1 and radius > 0 if given")
+    if latent.prior not in PRIORS or latent.mixture_components < 1:
+        raise DatagenError(f"recipe {origin}: latent.prior must be one of {', '.join(PRIORS)} and "
+                           f"latent.mixture_components >= 1, got {latent.prior!r} and {latent.mixture_components}")
     if train.batch_size < 2 or train.epochs < 1 or train.eg_steps < 1 or train.log_every < 1 or train.lr <= 0:
         raise DatagenError(f"recipe {origin}: train needs batch_size >= 2, lr > 0, and epochs, eg_steps, log_every >= 1")
     weights = ("kl_weight", "recon_weight", "latent_cycle_weight", "latent_adversary_weight", "latent_mmd_weight",

@@ -96,11 +96,12 @@ def reconstruct(run: str | Path = RUNS_ROOT / "latest", *, images: Sequence[str]
 @torch.inference_mode()
 def sample(run: str | Path = RUNS_ROOT / "latest", *, n: int = 64, seed: int = 0, out: str | Path | None = None,
            device: str = "auto") -> SampleResult:
-    """G(z) for z ~ N(c, I) (Figs. 4.1c-4.7c): what G makes of latents E was never asked about."""
+    """G(z) for z from the run's prior (Figs. 4.1c-4.7c): N(c, I), or the mixture fitted to E's codes where the
+    recipe fits one (Model.sample_prior): what G makes of latents E was never asked about."""
     check_positive(n, "--n")
     r = open_run(run, device)
     path = target(r, out, f"sample-seed{seed}.png")
-    z = r.model.gaussian(n, torch.Generator().manual_seed(seed)).to(r.device)
+    z = r.model.sample_prior(n, torch.Generator().manual_seed(seed)).to(r.device)
     write(lambda p: save_grid(r.model.decode_all(z).cpu(), p, nrow=8), path)
     return SampleResult(path=path, n=n, seed=seed)
 

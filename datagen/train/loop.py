@@ -23,7 +23,7 @@ from datagen.common import locks
 from datagen.common.errors import DatagenError
 from datagen.common.files import write_json
 from datagen.common.interrupts import Interrupted, StopRequest
-from datagen.common.seeds import generator
+from datagen.common.seeds import derive_seed, generator
 from datagen.data.conform import SQUARE_FLAGS, check_square
 from datagen.data.imageset import indices_digest
 from datagen.data.pixels import to_model_input
@@ -265,6 +265,7 @@ def _state(model: Model, opt: Optimizers, plan: Plan, dataset: dict[str, str], e
         "rng": {"torch": torch.get_rng_state(), "noise": noise_gen.get_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "recipe": plan.recipe.to_dict(),
+        "latent_prior": model.prior,  # None unless the recipe's latent.prior is "mixture"
         "dataset": dataset,
         "execution": {"device": plan.device.type, "channels_last": plan.how.channels_last, "compile": plan.how.compile,
                       "amp": plan.how.amp},
@@ -388,6 +389,7 @@ def _fit(plan: Plan, stop: StopRequest, started: dict[str, bool], group: distrib
     else:
         for name, net in model.nets.items():
             net.load_state_dict(state["nets"][name])
+        model.prior = state.get("latent_prior")
         opt.load_state_dict(state["optimizers"])
         torch.set_rng_state(state["rng"]["torch"])
         noise_gen.set_state(state["rng"]["noise"])
@@ -446,6 +448,8 @@ def _fit(plan: Plan, stop: StopRequest, started: dict[str, bool], group: distrib
                     window_start, window_images = time.perf_counter(), 0
                 if group.any(stop.requested):  # Ctrl-C or SIGTERM seen by any rank stops all of them after the same step
                     group.average_buffers(model)
+                    if main:
+                        model.fit_prior(images, derive_seed("latent-prior", plan.seed))  # the saved weights' own prior
                     save("last.pt", epoch, batch)
                     metrics.close()
                     if main:
@@ -461,6 +465,7 @@ def _fit(plan: Plan, stop: StopRequest, started: dict[str, bool], group: distrib
             group.average_buffers(model)  # on every rank: the nets rank 0 measures and saves describe all the data
             if not main:
                 continue
+            model.fit_prior(images, derive_seed("latent-prior", plan.seed))  # drawn in the epoch's grid, and saved
             measured = monitor.measure(model, images, out / "samples", epoch)
             record = {"epoch": epoch, "step": step, "event": "epoch", "epoch_seconds": round(time.perf_counter() - epoch_start, 2), **measured}
             metrics.write(record)

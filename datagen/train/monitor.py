@@ -26,8 +26,9 @@ GRID = 32  # of which this many appear in the reconstruction grid
 
 
 def grid_paths(samples_dir: Path, epoch: int) -> dict[str, Path]:
-    """The PNGs `Monitor.measure` draws for an epoch: reconstruction pairs, and G on the fixed prior noise."""
-    return {kind: samples_dir / f"epoch-{epoch:03d}-{kind}.png" for kind in ("recon", "gauss")}
+    """The PNGs `Monitor.measure` draws for an epoch: reconstruction pairs, G on the fixed N(0, I) noise, and
+    (where the recipe fits one) G on samples of the fitted prior."""
+    return {kind: samples_dir / f"epoch-{epoch:03d}-{kind}.png" for kind in ("recon", "gauss", "prior")}
 
 
 @dataclass
@@ -83,6 +84,9 @@ class Monitor:
             paths = grid_paths(samples_dir, epoch)
             pairs_grid(x[:GRID], x_rec[:GRID], paths["recon"])
             save_grid(generator(self.fixed_noise.to(device)), paths["gauss"])
+            if model.prior is not None:  # the same draws every epoch
+                z = model.sample_prior(len(self.fixed_noise), torch.Generator().manual_seed(0))
+                save_grid(generator(z.to(device)), paths["prior"])
         finally:
             for net in nets:
                 net.train()

@@ -77,6 +77,8 @@ class MetricsAndTensorBoard(MetricsLog):
                 self._writer.add_scalar(name, value, step)
         if record.get("event") == "epoch":
             for kind, png in grid_paths(self._samples, record["epoch"]).items():
+                if not png.is_file():  # no prior grid where the recipe fits no prior
+                    continue
                 with Image.open(png) as grid:  # Monitor.measure has just drawn it
                     pixels = np.asarray(grid.convert("RGB"))
                 self._writer.add_image(f"samples/{kind}", pixels, step, dataformats="HWC")

@@ -1,0 +1,42 @@
+"""Prior samples of trained runs under N(0, I) and under a Gaussian mixture fitted to E's codes afterwards (the
+README table "Sampling from the codes' density"). Each run keeps its weights; the mixture is fitted the way
+training fits it (datagen.model.latent.Model.fit_prior: train images, no labels, the run's seed). Samples are
+measured against the dev split as `datagen evaluate --split dev` measures them.
+Usage: python docs/prior-variants.py RUN [RUN ...]   (env: COMPONENTS, default "20")
+"""
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from datagen.classify import reference
+from datagen.common.seeds import derive_seed
+from datagen.data.sources import load
+from datagen.eval import quality
+from datagen.model import checkpoint
+from datagen.train import rundir
+
+COMPONENTS = [int(c) for c in os.environ.get("COMPONENTS", "20").split(",")]
+print("| run | latent | floor FID | prior | FID | precision | recall | coverage |")
+print("|---|---|---|---|---|---|---|---|")
+for run in map(Path, sys.argv[1:]):
+    state = checkpoint.load(rundir.checkpoint_of(run))
+    img = state["recipe"]["image"]
+    how = dict(size=img["size"], channels=img["channels"], crop=img.get("crop"), square=state["dataset"].get("square"))
+    train, dev = (load(state["dataset"]["source"], split, **how) for split in ("train", "dev"))
+    ref = reference.load_or_fit(run, train, lambda: dev)
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:len(dev)]  # as evaluate picks
+    floor = quality.distribution_quality(ref, dev.images, train.images[pick], 0)["fid"]
+    model = checkpoint.load_model(state)
+    measured = {"N(0, I)": quality.prior_samples(model, len(dev), 0, gaussian=True)}
+    for k in COMPONENTS:
+        latent = dataclasses.replace(model.recipe.latent, prior="mixture", mixture_components=k)
+        model.recipe = dataclasses.replace(model.recipe, latent=latent)
+        model.fit_prior(train.images, derive_seed("latent-prior", state["seed"]))
+        measured[f"mixture of {k}"] = quality.prior_samples(model, len(dev), 0)
+    for prior, images in measured.items():
+        q = quality.distribution_quality(ref, dev.images, images, 0)
+        print(f"| {run.name} | {model.recipe.latent.dim} | {floor:.1f} | {prior} | {q['fid']:.1f} | {q['precision']:.2f} "
+              f"| {q['recall']:.2f} | {q['coverage']:.2f} |", flush=True)
