@@ -37,7 +37,7 @@ def test_thesis_recipes_build_with_their_table_shapes(name):
 
 
 def test_round_trip_through_dict():
-    for name in ("cifar10-thesis", "mnist-cpu"):  # without and with a latent discriminator
+    for name in ("cifar10-thesis", "mnist-cpu-aae16", "mnist-cpu"):  # without and with a latent discriminator; a mixture prior
         r = recipes.load(name)
         assert recipes.parse(r.to_dict(), "copy") == r
 

@@ -303,7 +303,7 @@ def parse(raw: dict[str, Any], origin: str) -> Recipe:
     dz = _parse_layers(raw["dz"], "dz") if "dz" in raw else ()
     if train.latent_adversary_weight > 0 and not dz:
         raise DatagenError(f"recipe {origin}: train.latent_adversary_weight needs a latent discriminator: add a "
-                           f"'dz' layer list ending in {{ fc = 1, act = \"sigmoid\" }} (see recipes/mnist-cpu.toml)")
+                           f"'dz' layer list ending in {{ fc = 1, act = \"sigmoid\" }} (see recipes/mnist-cpu-aae16.toml)")
     fixes = raw.get("fixes", [])
     if not isinstance(fixes, list) or not all(isinstance(f, str) for f in fixes):
         raise DatagenError(f"recipe {origin}: fixes must be a list of strings")
