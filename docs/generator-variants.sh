@@ -31,7 +31,7 @@ VARIANTS=(  # name, then `datagen train` options; README "A generator that gener
   "d16e20 --recipe mnist-cpu-aae16 --epochs 20 --set train.ema_decay=0.995"
   "d8adv --recipe $OUT/dim8.toml"
   "d8e20 --recipe $OUT/dim8.toml --epochs 20 --set train.ema_decay=0.995"
-  "mix64"  # today's mnist-cpu: m64p0 sampled through a mixture fitted to its codes
+  "mix64 --recipe mnist-cpu"  # today's mnist-cpu: m64p0 sampled through a mixture fitted to its codes
 )
 export OMP_NUM_THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))
 wanted() { local w; for w in "${WANT[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }  # a name asked for

@@ -75,3 +75,36 @@ def test_a_gaussian_recipe_keeps_n01_and_draws_no_prior_grid(tmp_path):
     g = torch.Generator().manual_seed(0)
     assert torch.equal(model.sample_prior(8, g), model.gaussian(8, torch.Generator().manual_seed(0)))
     assert not (out / "samples" / "epoch-001-prior.png").exists()
+
+
+def test_a_finished_run_given_a_mixture_prior_on_resume_fits_it_without_training(tmp_path, cli):
+    from datagen.train import loop as training
+
+    out = tmp_path / "run"
+    training.fit(training.prepare(training.TrainOptions(dataset="digits", recipe="tiny8", epochs=1, out=out,
+                                                        overrides=["latent.prior=gaussian"], progress=False)))
+    before = checkpoint.load(rundir.checkpoint_of(out))
+    done = cli("train", "--resume", "--out", str(out), "--set", "latent.prior=mixture", "--set", "latent.mixture_components=3")
+    assert done.returncode == 0 and "now holds the prior the recipe asks for" in done.stdout + done.stderr
+    after = checkpoint.load(rundir.checkpoint_of(out))
+    assert after["latent_prior"]["weights"].shape == (3,) and after["epoch"] == before["epoch"] == 1
+    assert all(torch.equal(after["nets"]["generator"][k], v) for k, v in before["nets"]["generator"].items())
+    assert after["recipe"]["latent"]["prior"] == "mixture"
+    again = cli("train", "--resume", "--out", str(out))  # nothing left to do: the prior is as asked
+    said = again.stdout + again.stderr
+    assert again.returncode == 0 and "now holds" not in said and "already trained" in said
+
+
+def test_a_large_set_is_fitted_on_a_seeded_subset(tiny_run, monkeypatch):
+    from datagen.data.sources import load
+    from datagen.model import latent
+
+    monkeypatch.setattr(latent, "MIXTURE_FIT_IMAGES", 64)
+    model = checkpoint.load_model(checkpoint.load(rundir.checkpoint_of(tiny_run)))
+    images = load("digits", "train", size=8, channels=1).images
+    model.fit_prior(images, seed=3)
+    first = model.prior
+    model.fit_prior(images, seed=3)
+    assert torch.equal(first["means"], model.prior["means"])
+    model.fit_prior(images[:64], seed=3)  # a different subset gives a different mixture
+    assert not torch.equal(first["means"], model.prior["means"])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from datagen.data.pixels import to_model_input
 from datagen.model import speed
-from datagen.model.prior import fit_mixture, sample_mixture
+from datagen.model.prior import MIXTURE_FIT_IMAGES, fit_mixture, sample_mixture
 from datagen.model.nets import Nets
 from datagen.model.recipes import Recipe
 
@@ -102,9 +102,13 @@ class Model:
 
     @torch.inference_mode()
     def fit_prior(self, images: torch.Tensor, seed: int) -> None:
-        """Fit the recipe's mixture to E's codes of `images` (no labels); E runs in eval mode and is left as it was."""
+        """Fit the recipe's mixture to E's codes of `images` (no labels; a seeded subset of MIXTURE_FIT_IMAGES where
+        there are more, so an epoch's fit stays seconds on a large dataset); E runs in eval mode and is left as it was."""
         if self.recipe.latent.prior != "mixture":
             return
+        if len(images) > MIXTURE_FIT_IMAGES:
+            pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:MIXTURE_FIT_IMAGES]
+            images = images[pick.sort().values.to(images.device)]
         encoder = self.nets.encoder
         was_training = encoder.training
         encoder.eval()

@@ -16,6 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 REG_COVAR = 1e-4  # added to each covariance's diagonal: codes of a tight cluster can be nearly degenerate
+MIXTURE_FIT_IMAGES = 20_000  # codes a fit uses at most: 20 components at 128 dimensions fit in tens of seconds
 
 
 def fit_mixture(codes: torch.Tensor, components: int, seed: int) -> dict[str, torch.Tensor]:
@@ -24,10 +25,11 @@ def fit_mixture(codes: torch.Tensor, components: int, seed: int) -> dict[str, to
     with warnings.catch_warnings():  # a mixture short of convergence is still a density to sample from
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm.fit(codes.detach().double().cpu().numpy())
-    covariances = torch.as_tensor(gm.covariances_, dtype=torch.float64)
-    return {"weights": torch.as_tensor(gm.weights_, dtype=torch.float32),
-            "means": torch.as_tensor(gm.means_, dtype=torch.float32),
-            "scale_tril": torch.linalg.cholesky(covariances).float()}
+    with torch.inference_mode(False):  # plain tensors, though the caller encodes under inference mode
+        covariances = torch.as_tensor(gm.covariances_, dtype=torch.float64)
+        return {"weights": torch.as_tensor(gm.weights_, dtype=torch.float32),
+                "means": torch.as_tensor(gm.means_, dtype=torch.float32),
+                "scale_tril": torch.linalg.cholesky(covariances).float()}
 
 
 def sample_mixture(prior: dict[str, torch.Tensor], n: int, generator: torch.Generator | None = None) -> torch.Tensor:

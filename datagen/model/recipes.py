@@ -67,6 +67,7 @@ class ImageSpec:
 
 
 PRIORS = ("gaussian", "mixture")
+PRIOR_KEYS = ("prior", "mixture_components")  # latent keys fitted after training, never part of the nets
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,10 @@ class Recipe:
         return out
 
     def architecture(self) -> dict[str, Any]:
-        """What must match for a checkpoint to load into nets built from this recipe."""
+        """What must match for a checkpoint to load into nets built from this recipe (the prior is fitted after
+        the fact, so a run may change it on --resume)."""
         d = self.to_dict()
+        d["latent"] = {k: v for k, v in d["latent"].items() if k not in PRIOR_KEYS}
         return {k: d[k] for k in ("model", "image", "latent", "generator", "encoder", "d1", "d2", "dz") if k in d}
 
 

@@ -256,6 +256,12 @@ class Result:
     stopped_by: int = signal.SIGINT  # when interrupted: the signal asked for the stop (a rank may stop for another's)
 
 
+def _prior_settings(recipe: dict[str, Any]) -> tuple:
+    """A recipe's prior keys (absent in recipes from before priors were fitted: N(0, I))."""
+    latent = recipe["latent"]
+    return latent.get("prior", "gaussian"), latent.get("mixture_components", 20)
+
+
 def _state(model: Model, opt: Optimizers, plan: Plan, dataset: dict[str, str], epoch: int, batch: int, step: int,
            noise_gen: torch.Generator, best: float | None) -> dict[str, Any]:
     return {
@@ -389,7 +395,7 @@ def _fit(plan: Plan, stop: StopRequest, started: dict[str, bool], group: distrib
     else:
         for name, net in model.nets.items():
             net.load_state_dict(state["nets"][name])
-        model.prior = state.get("latent_prior")
+        model.prior = state.get("latent_prior") if recipe.latent.prior == "mixture" else None
         opt.load_state_dict(state["optimizers"])
         torch.set_rng_state(state["rng"]["torch"])
         noise_gen.set_state(state["rng"]["noise"])
@@ -410,9 +416,15 @@ def _fit(plan: Plan, stop: StopRequest, started: dict[str, bool], group: distrib
     result = Result(out=out, status="completed", epoch=epoch, step=step)
     if epoch >= t.epochs:
         metrics.close()
+        result.message = f"{out} has already trained {epoch} epochs (--epochs {t.epochs}); raise --epochs to train more"
+        if main and _prior_settings(state["recipe"]) != _prior_settings(recipe.to_dict()):
+            model.prior = None  # a finished run given another prior (e.g. an older run --set latent.prior=mixture)
+            model.fit_prior(images, derive_seed("latent-prior", plan.seed))
+            checkpoint.save(out / "checkpoints" / "last.pt", _state(model, opt, plan, dataset_info, epoch, 0, step, noise_gen, best))
+            result.message = (f"{out} has already trained {epoch} epochs; its checkpoint now holds the prior the recipe "
+                              f"asks for (latent.prior = {recipe.latent.prior!r})")
         if main:
             rundir.set_status(out, "completed")
-        result.message = f"{out} has already trained {epoch} epochs (--epochs {t.epochs}); raise --epochs to train more"
         return result
 
     def save(name: str, e: int, b: int) -> None:
@@ -448,9 +460,7 @@ def _fit(plan: Plan, stop: StopRequest, started: dict[str, bool], group: distrib
                     window_start, window_images = time.perf_counter(), 0
                 if group.any(stop.requested):  # Ctrl-C or SIGTERM seen by any rank stops all of them after the same step
                     group.average_buffers(model)
-                    if main:
-                        model.fit_prior(images, derive_seed("latent-prior", plan.seed))  # the saved weights' own prior
-                    save("last.pt", epoch, batch)
+                    save("last.pt", epoch, batch)  # at once, with the prior of the last epoch's end: a refit could outlast the grace period
                     metrics.close()
                     if main:
                         rundir.set_status(out, "interrupted")
