@@ -79,7 +79,7 @@ class LatentSpec:
     center: float = 0.0
     radius: float | None = None  # None: sqrt(dim)
     # What "a sample of the model" is after training (datagen.model.prior): "gaussian" is N(center, I), the z_n of
-    # training; "mixture" is a Gaussian mixture fitted to E's codes of the training images at every checkpoint.
+    # training; "mixture" is a Gaussian mixture fitted to E's codes of the training images every epoch.
     prior: str = "gaussian"
     mixture_components: int = 20
 
