@@ -20,7 +20,6 @@ from datagen.eval import quality
 from datagen.model import checkpoint
 from datagen.train import rundir
 
-torch.set_grad_enabled(False)
 COMPONENTS = [int(c) for c in os.environ.get("COMPONENTS", "20").split(",")]
 # "to train": the mean distance from an image to its nearest train image in the reference's features, as a multiple
 # of the same for the dev images (real images the run never saw); well below 1 would mean copies of train images.
@@ -42,7 +41,7 @@ for run in map(Path, sys.argv[1:]):
         model.recipe = dataclasses.replace(model.recipe, latent=latent)
         model.fit_prior(train.images, derive_seed("latent-prior", state["seed"]))
         measured[f"mixture of {k}"] = quality.prior_samples(model, len(dev), 0)
-    features = quality.ReferenceFeatures(ref.net)
+    features = torch.inference_mode()(quality.ReferenceFeatures(ref.net))  # no autograd graph over every train image
     train_features = features(train.images)
     nearest_train = lambda images: torch.cdist(features(images), train_features).min(dim=1).values.mean().item()
     dev_nearest = nearest_train(dev.images)
