@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from datagen.classify import reference
-from datagen.common.seeds import derive_seed
 from datagen.data.pixels import to_uint8
 from datagen.data.sources import load
 from datagen.eval import quality
@@ -39,7 +38,7 @@ for run in map(Path, sys.argv[1:]):
     for k in COMPONENTS:
         latent = dataclasses.replace(model.recipe.latent, prior="mixture", mixture_components=k)
         model.recipe = dataclasses.replace(model.recipe, latent=latent)
-        model.fit_prior(train.images, derive_seed("latent-prior", state["seed"]))
+        model.fit_prior(train.images, state["seed"])
         measured[f"mixture of {k}"] = quality.prior_samples(model, len(dev), 0)
     features = torch.inference_mode()(quality.ReferenceFeatures(ref.net))  # no autograd graph over every train image
     train_features = features(train.images)

@@ -102,9 +102,9 @@ def test_a_large_set_is_fitted_on_a_seeded_subset(tiny_run, monkeypatch):
     monkeypatch.setattr(latent, "MIXTURE_FIT_IMAGES", 64)
     model = checkpoint.load_model(checkpoint.load(rundir.checkpoint_of(tiny_run)))
     images = load("digits", "train", size=8, channels=1).images
-    model.fit_prior(images, seed=3)
+    model.fit_prior(images, run_seed=3)
     first = model.prior
-    model.fit_prior(images, seed=3)
+    model.fit_prior(images, run_seed=3)
     assert torch.equal(first["means"], model.prior["means"])
-    model.fit_prior(images[:64], seed=3)  # a different subset gives a different mixture
+    model.fit_prior(images[:64], run_seed=3)  # a different subset gives a different mixture
     assert not torch.equal(first["means"], model.prior["means"])

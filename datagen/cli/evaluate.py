@@ -98,6 +98,7 @@ def demo_cmd(
     """train -> augment -> evaluate on the bundled mnist-5k, in the current folder (README: how long it takes)."""
     from datagen.generate.augment import AugmentOptions, augment
     from datagen.train import loop as training
+    from datagen.train.monitor import grid_paths
     from datagen.eval.protocol import EvaluateOptions, evaluate
 
     trained = training.fit(training.prepare(training.TrainOptions(dataset="mnist-5k", epochs=epochs)))
@@ -108,10 +109,10 @@ def demo_cmd(
     result = evaluate(EvaluateOptions(runs=(trained.out,), labels_per_class=(10,), repeats=repeats))
     print_evaluation(result)
     out = stdout()
-    grids = trained.out / "samples"
-    out.print(f"reconstructions: {grids / f'epoch-{trained.epoch:03d}-recon.png'}", markup=False, highlight=False)
-    if (grids / f"epoch-{trained.epoch:03d}-prior.png").is_file():
-        out.print(f"samples of the fitted prior: {grids / f'epoch-{trained.epoch:03d}-prior.png'}", markup=False, highlight=False)
+    grids = grid_paths(trained.out / "samples", trained.epoch)
+    out.print(f"reconstructions: {grids['recon']}", markup=False, highlight=False)
+    if grids["prior"].is_file():
+        out.print(f"samples of the fitted prior: {grids['prior']}", markup=False, highlight=False)
     out.print(f"augmented: {grown.path}; previews: {grown.previews[0].parent}", markup=False, highlight=False)
 
 

@@ -53,6 +53,7 @@ def train_cmd(
     """
     from datagen.data.conform import square_mode
     from datagen.train import loop as training
+    from datagen.train.monitor import grid_paths
 
     opts = training.TrainOptions(dataset=dataset, recipe=recipe, overrides=set_, epochs=epochs, batch_size=batch_size,
                                  seed=seed, device=device, out=out, resume=resume, data_root=data_root,
@@ -77,11 +78,10 @@ def train_cmd(
     if result.status == "interrupted":  # Ctrl-C 130, SIGTERM 143: the checkpoint is saved either way
         raise typer.Exit(128 + result.stopped_by)
     if result.last_epoch:  # rank 0's only
-        last = result.last_epoch
-        samples = result.out / "samples" / f"epoch-{last['epoch']:03d}-recon.png"
-        prior = samples.with_name(f"epoch-{last['epoch']:03d}-prior.png")
+        grids = grid_paths(result.out / "samples", result.last_epoch["epoch"])
+        prior = grids["prior"]
         console.print(f"done: {result.epoch} epochs, {result.step} steps -> {result.out}\n"
-                      f"reconstructions: {samples}\n" + (f"samples of the fitted prior: {prior}\n" if prior.is_file() else "")
+                      f"reconstructions: {grids['recon']}\n" + (f"samples of the fitted prior: {prior}\n" if prior.is_file() else "")
                       + "final losses: "
                       + ", ".join(f"{k} {v:.3f}" for k, v in result.final_losses.items()), highlight=False)
 

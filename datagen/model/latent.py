@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from datagen.common.seeds import derive_seed
 from datagen.data.pixels import to_model_input
 from datagen.model import speed
 from datagen.model.prior import MIXTURE_FIT_IMAGES, fit_mixture, sample_mixture
@@ -101,11 +102,13 @@ class Model:
         return self.project(sample_mixture(self.prior, n, generator))
 
     @torch.inference_mode()
-    def fit_prior(self, images: torch.Tensor, seed: int) -> None:
+    def fit_prior(self, images: torch.Tensor, run_seed: int) -> None:
         """Fit the recipe's mixture to E's codes of `images` (no labels; a seeded subset of MIXTURE_FIT_IMAGES where
-        there are more, so an epoch's fit stays seconds on a large dataset); E runs in eval mode and is left as it was."""
+        there are more, so an epoch's fit stays seconds on a large dataset), its randomness derived from the run's
+        seed; E runs in eval mode and is left as it was."""
         if self.recipe.latent.prior != "mixture":
             return
+        seed = derive_seed("latent-prior", run_seed)
         if len(images) > MIXTURE_FIT_IMAGES:
             pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:MIXTURE_FIT_IMAGES]
             images = images[pick.sort().values.to(images.device)]

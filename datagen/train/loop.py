@@ -23,7 +23,7 @@ from datagen.common import locks
 from datagen.common.errors import DatagenError
 from datagen.common.files import write_json
 from datagen.common.interrupts import Interrupted, StopRequest
-from datagen.common.seeds import derive_seed, generator
+from datagen.common.seeds import generator
 from datagen.data.conform import SQUARE_FLAGS, check_square
 from datagen.data.imageset import indices_digest
 from datagen.data.pixels import to_model_input
@@ -256,10 +256,8 @@ class Result:
     stopped_by: int = signal.SIGINT  # when interrupted: the signal asked for the stop (a rank may stop for another's)
 
 
-def _prior_settings(recipe: dict[str, Any]) -> tuple:
-    """A recipe's prior keys (absent in recipes from before priors were fitted: N(0, I))."""
-    latent = recipe["latent"]
-    return latent.get("prior", "gaussian"), latent.get("mixture_components", 20)
+def _prior_settings(latent: recipes.LatentSpec) -> tuple:
+    return tuple(getattr(latent, key) for key in recipes.PRIOR_KEYS)
 
 
 def _state(model: Model, opt: Optimizers, plan: Plan, dataset: dict[str, str], epoch: int, batch: int, step: int,
@@ -417,9 +415,10 @@ def _fit(plan: Plan, stop: StopRequest, started: dict[str, bool], group: distrib
     if epoch >= t.epochs:
         metrics.close()
         result.message = f"{out} has already trained {epoch} epochs (--epochs {t.epochs}); raise --epochs to train more"
-        if main and _prior_settings(state["recipe"]) != _prior_settings(recipe.to_dict()):
+        stored = recipes.parse(state["recipe"], "stored in the checkpoint") if main else None  # older: N(0, I)
+        if stored is not None and _prior_settings(stored.latent) != _prior_settings(recipe.latent):
             model.prior = None  # a finished run given another prior (e.g. an older run --set latent.prior=mixture)
-            model.fit_prior(images, derive_seed("latent-prior", plan.seed))
+            model.fit_prior(images, plan.seed)
             checkpoint.save(out / "checkpoints" / "last.pt", _state(model, opt, plan, dataset_info, epoch, 0, step, noise_gen, best))
             result.message = (f"{out} has already trained {epoch} epochs; its checkpoint now holds the prior the recipe "
                               f"asks for (latent.prior = {recipe.latent.prior!r})")
@@ -475,7 +474,7 @@ def _fit(plan: Plan, stop: StopRequest, started: dict[str, bool], group: distrib
             group.average_buffers(model)  # on every rank: the nets rank 0 measures and saves describe all the data
             if not main:
                 continue
-            model.fit_prior(images, derive_seed("latent-prior", plan.seed))  # drawn in the epoch's grid, and saved
+            model.fit_prior(images, plan.seed)  # drawn in the epoch's grid, and saved
             measured = monitor.measure(model, images, out / "samples", epoch)
             record = {"epoch": epoch, "step": step, "event": "epoch", "epoch_seconds": round(time.perf_counter() - epoch_start, 2), **measured}
             metrics.write(record)
