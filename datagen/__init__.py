@@ -14,7 +14,8 @@ def augment(run: str | Path = "runs/latest", per_class: int = 100, **options: An
     """Python API of `datagen augment`: write `per_class` labeled neighbours per class; returns an AugmentResult.
 
     `options` are the fields of `datagen.generate.augment.AugmentOptions` (seeds, seeds_per_class, noise, filter,
-    min_confidence, fmt, shard_size, shard, out, include_seeds, resume, overwrite, seed, batch_size, device, data_root, square, progress).
+    min_confidence, fmt, shard_size, shard, out, include_seeds, include_unlabeled, resume, overwrite, seed, batch_size,
+    device, data_root, square, progress).
     """
     from datagen.generate.augment import AugmentOptions, augment as run_augment  # torch loads only when used
 

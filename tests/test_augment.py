@@ -53,7 +53,8 @@ def test_same_seed_same_output_and_the_seed_subset_is_recorded(run, tmp_path):
         assert not np.array_equal(a["images"][:], c["images"][:])
 
 
-def test_resume_after_an_interruption_gives_exactly_n(run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("real_rows", [{}, {"include_seeds": True, "include_unlabeled": True}])
+def test_resume_after_an_interruption_gives_exactly_n(run, tmp_path, monkeypatch, real_rows):
     original = aug.candidates
     calls = {"n": 0}
 
@@ -65,15 +66,15 @@ def test_resume_after_an_interruption_gives_exactly_n(run, tmp_path, monkeypatch
 
     monkeypatch.setattr(aug, "candidates", dying)
     with pytest.raises(KeyboardInterrupt):
-        aug.augment(_opts(run, tmp_path / "r.h5"))
+        aug.augment(_opts(run, tmp_path / "r.h5", **real_rows))
     assert not inspect(tmp_path / "r.h5").complete
     monkeypatch.setattr(aug, "candidates", original)
     with pytest.raises(DatagenError, match="--resume"):
-        aug.augment(_opts(run, tmp_path / "r.h5"))
-    aug.augment(_opts(run, tmp_path / "r.h5", resume=True))
-    aug.augment(_opts(run, tmp_path / "straight.h5"))
+        aug.augment(_opts(run, tmp_path / "r.h5", **real_rows))
+    aug.augment(_opts(run, tmp_path / "r.h5", resume=True, **real_rows))
+    aug.augment(_opts(run, tmp_path / "straight.h5", **real_rows))
     with h5py.File(tmp_path / "r.h5") as r, h5py.File(tmp_path / "straight.h5") as s:
-        assert np.bincount(r["labels"][:]).tolist() == [7] * 10
+        assert np.bincount(r["labels"][:][~r["real"][:]]).tolist() == [7] * 10
         assert np.array_equal(r["images"][:], s["images"][:])  # the resumed output is the uninterrupted one
 
 
@@ -184,6 +185,35 @@ def test_unlabeled_images_carry_only_seed_labels(run, tmp_path):
     # with no noise, 2 seeds per class alone give 20 distinct images: more means unlabeled codes were used
     with h5py.File(tmp_path / "u.h5") as f:
         assert len({row.tobytes() for row in f["images"][:]}) > 20 * 2
+
+
+def test_include_unlabeled_writes_every_joined_image_once_as_real_with_its_spread_label(run, tmp_path):
+    result = aug.augment(_opts(run, tmp_path / "w.h5", seeds_per_class=2, per_class=4, include_seeds=True,
+                               include_unlabeled=True))
+    train = load("digits", "train", size=8, channels=1)
+    with h5py.File(tmp_path / "w.h5") as f:
+        real, labels, index = f["real"][:], f["labels"][:], f["seed_index"][:]
+        confidence, latent, noise = f["label_confidence"][:], f["latent"][:], f["noise"][:]
+        images = f["images"][:]
+    assert sorted(index[real].tolist()) == sorted(train.indices.tolist())  # 20 seeds + every other train image, once
+    assert np.bincount(labels[~real]).tolist() == [4] * 10 and sum(result.counts) == 40 + len(train)
+    seeds = set(inspect(tmp_path / "w.h5").provenance["seed_indices"])
+    joined = real & ~np.isin(index, list(seeds))
+    position = {int(i): p for p, i in enumerate(train.indices.tolist())}
+    assert np.array_equal(images[real], train.images[[position[int(i)] for i in index[real]]].numpy())
+    assert (confidence[joined] <= 1).all() and (confidence[joined] < 1).any() and (noise[real] == 0).all()
+    assert not np.isnan(latent[real]).any()
+    assert (labels[joined] == train.labels[[position[int(i)] for i in index[joined]]].numpy()).mean() > 0.3
+    sure = aug.augment(_opts(run, tmp_path / "sure.h5", seeds_per_class=2, per_class=4, include_unlabeled=True,
+                             min_label_confidence=float(np.median(confidence[joined]))))
+    assert 0 < sum(sure.counts) - 40 < joined.sum()  # less sure spread labels are left out
+
+
+@pytest.mark.parametrize("change", [{"unlabeled": False}, {"seeds_per_class": None}])
+def test_include_unlabeled_without_unlabeled_images_says_what_to_do(run, tmp_path, change):
+    with pytest.raises(DatagenError, match="--include-unlabeled"):
+        aug.augment(_opts(run, tmp_path / "x.h5", include_unlabeled=True, **change))
+    assert not (tmp_path / "x.h5").exists()
 
 
 def test_unlabeled_without_any_unlabeled_image_says_what_to_do(run, tmp_path):

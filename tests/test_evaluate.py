@@ -90,6 +90,21 @@ def test_in_memory_neighbours_are_exactly_augments_output(run, tmp_path):
         assert set(f["seed_index"][:].tolist()) <= set(train.indices[chosen].tolist())
 
 
+def test_the_pseudo_images_are_augments_included_unlabeled_images(run, tmp_path):
+    """The whole-output arm trains on what `augment --include-unlabeled` writes: the same images with the same labels."""
+    train, _, chosen, rest, extra = _repeat_data(run, tmp_path)
+    out = tmp_path / "whole.h5"
+    augment(AugmentOptions(run=run, per_class=6, seed_indices=tuple(train.indices[chosen].tolist()), out=out,
+                           unlabeled_indices=tuple(train.indices[rest].tolist()), include_unlabeled=True, filter=False,
+                           seed=5, progress=False))
+    with h5py.File(out, "r") as f:
+        real = f["real"][:]
+        written = sorted(zip(f["seed_index"][:][real].tolist(), f["labels"][:][real].tolist()))
+    images, labels = extra["pseudo"]
+    assert written == sorted(zip(train.indices[rest].tolist(), labels.tolist()))
+    assert torch.equal(images, train.images[rest])
+
+
 def test_the_pseudo_arm_is_the_unlabeled_images_with_their_nearest_seed_label(run, tmp_path):
     """real+pseudo: the same images the gan arms grow from, labelled as augment labels them, and nothing from dev/test."""
     train, _, chosen, rest, extra = _repeat_data(run, tmp_path)
@@ -99,6 +114,18 @@ def test_the_pseudo_arm_is_the_unlabeled_images_with_their_nearest_seed_label(ru
     assert extra["pseudo_label_accuracy"] == pytest.approx((labels == train.labels[rest]).float().mean().item())
     held_out = torch.cat([load("digits", s, size=8, channels=1).indices for s in ("dev", "test")])
     assert not torch.isin(train.indices[rest], held_out).any()
+
+
+def test_the_whole_output_arm_trains_on_the_pseudo_labelled_images_and_the_neighbours_together(run, tmp_path, monkeypatch):
+    """real+pseudo+gan: the extra half of each batch draws from both, exactly those of its two twins."""
+    train, _, chosen, rest, extra = _repeat_data(run, tmp_path)
+    seen = {}
+    monkeypatch.setattr(ev.downstream, "train", lambda labeled, *a, **kw: seen.setdefault("set", labeled))
+    monkeypatch.setattr(ev.downstream, "accuracy", lambda *a: 0.0)
+    ev._fit_arm(_opts(run, tmp_path), "real+pseudo+gan", train, chosen, rest, extra, 10, 5, train, torch.device("cpu"))
+    (pseudo_images, pseudo_labels), (gan_images, gan_labels) = extra["pseudo"], extra["generated"]
+    assert torch.equal(seen["set"].extra_images, torch.cat([pseudo_images, gan_images]))
+    assert torch.equal(seen["set"].extra_labels, torch.cat([pseudo_labels, gan_labels]))
 
 
 def test_several_runs_pool_repeats_and_report_their_spread(run, tmp_path):

@@ -28,6 +28,13 @@ def test_augment_resume_refuses_settings_that_change_the_images(run, tmp_path, c
         augment(_aug(run, out, resume=True, **change))
 
 
+def test_augment_resume_refuses_to_add_or_drop_the_unlabeled_images(run, tmp_path):
+    out = tmp_path / "a.h5"
+    augment(_aug(run, out, unlabeled=True))
+    with pytest.raises(DatagenError, match="--include-unlabeled"):
+        augment(_aug(run, out, unlabeled=True, include_unlabeled=True, resume=True))
+
+
 def test_augment_resume_refuses_another_unlabeled_pool(run, tmp_path):
     out = tmp_path / "a.h5"
     augment(_aug(run, out, unlabeled=True, unlabeled_indices=tuple(range(0, 600))))

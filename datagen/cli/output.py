@@ -31,6 +31,7 @@ def augment_cmd(
     shard_size: Optional[int] = typer.Option(None, "--shard-size", min=1, help="--format webdataset: images per tar shard (default 10000)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file or folder (default: inside the run directory)."),
     include_seeds: bool = typer.Option(False, "--include-seeds", help="Also write the real seeds, marked as real."),
+    include_unlabeled: bool = typer.Option(False, "--include-unlabeled", help="Also write the unlabeled images that joined a class, marked as real, with their spread label and its confidence."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted output to exactly N per class."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
@@ -54,6 +55,7 @@ def augment_cmd(
                                     noise=parse_scales(noise, "--noise"), mix=mix, unlabeled=unlabeled,
                                     min_label_confidence=min_label_confidence,
                                     filter=filter_, min_confidence=min_confidence, fmt=fmt, shard_size=shard_size, out=out, include_seeds=include_seeds,
+                                    include_unlabeled=include_unlabeled,
                                     resume=resume, overwrite=overwrite, seed=seed, batch_size=batch_size, device=device,
                                     data_root=data_root, channels_last=channels_last, compile=compile_, shard=shard))
     rates = ", ".join(f"{r:.0%}" for r in result.rejection)

@@ -269,7 +269,9 @@ def _fit_arm(o: EvaluateOptions, arm: str, train: ImageSet, chosen: torch.Tensor
         net = fixmatch.train(labeled, train.images[rest], n_classes, seed=seed, recipe=o.classifier, device=device)
         return downstream.accuracy(net, target.images, target.labels)
     if extra is not None:
-        labeled.extra_images, labeled.extra_labels = extra["generated" if "gan" in arm else "pseudo"]
+        parts = [extra[name] for name, wanted in (("pseudo", "pseudo" in arm), ("generated", "gan" in arm)) if wanted]
+        labeled.extra_images = torch.cat([images for images, _ in parts])
+        labeled.extra_labels = torch.cat([labels for _, labels in parts])
     net = downstream.train(labeled, n_classes, classic_aug="classic" in arm, seed=seed, recipe=o.classifier,
                            device=device)
     return downstream.accuracy(net, target.images, target.labels)

@@ -69,6 +69,7 @@ class AugmentOptions:
     shard_size: int | None = None  # webdataset: images per tar shard (None: the writer's default, or the output's)
     out: Path | None = None
     include_seeds: bool = False
+    include_unlabeled: bool = False  # also write the unlabeled images that joined a class, with their spread labels
     resume: bool = False
     overwrite: bool = False
     seed: int = 0
@@ -112,6 +113,8 @@ def _validate(o: AugmentOptions) -> None:
         raise DatagenError(f"--min-confidence {o.min_confidence}: use a probability between 0 and 1")
     if o.batch_size < 1:
         raise DatagenError("--batch-size must be at least 1")
+    if o.include_unlabeled and o.unlabeled is False:
+        raise DatagenError("--include-unlabeled writes the unlabeled images augment labels: leave out --seeds-only")
     if o.shard is not None and o.fmt != "hdf5":
         raise DatagenError(f"--shard writes HDF5 shards and an index over them, not {o.fmt}: pass --format hdf5 "
                            "(or run a single process)")
@@ -170,6 +173,9 @@ def _augment(o: AugmentOptions, shard: sharding.Shard | None, ckpt: Path, state:
         picked = pick_seeds(seeds.labels, len(names), o.seeds_per_class, o.seed, names)
     chosen = torch.cat(picked)
     unlabeled = _unlabeled_positions(o, seeds, chosen)
+    if o.include_unlabeled and unlabeled is None:
+        raise DatagenError(f"--include-unlabeled: every image of {seeds.source} is a seed, so none is unlabeled; use "
+                           "--seeds-per-class K so the others can be, or drop --include-unlabeled")
     automatic = o.filter is None
     o = dataclasses.replace(o, filter=filter_wanted(o.filter, min(len(p) for p in picked)))
     clock = _Clock()
@@ -179,7 +185,7 @@ def _augment(o: AugmentOptions, shard: sharding.Shard | None, ckpt: Path, state:
         classifier = filter_classifier(rundir.folder_of(ckpt) / FILTER_CACHE, seeds.images[chosen], x_seeds,
                                         seeds.labels[chosen].to(device), len(names), o.seed)
     clock.lap("filter_fit")
-    pools = _pools(model, o, seeds, len(picked), chosen, x_seeds, unlabeled)
+    pools, joined = _pools(model, o, seeds, len(picked), chosen, x_seeds, unlabeled)
     clock.lap("encode")
     if automatic and classifier is not None and not _filter_keeps_enough(model, o, pools, classifier, names):
         o, classifier = dataclasses.replace(o, filter=False), None
@@ -191,7 +197,8 @@ def _augment(o: AugmentOptions, shard: sharding.Shard | None, ckpt: Path, state:
         "pseudo_labels": {"method": "label spreading", "neighbours": NEIGHBOURS, "alpha": ALPHA,
                           "min_label_confidence": o.min_label_confidence} if unlabeled is not None else None,
         "filter": o.filter, "min_confidence": o.min_confidence if o.filter else None,
-        "per_class": o.per_class, "include_seeds": o.include_seeds, "seed": o.seed, "batch_size": o.batch_size,
+        "per_class": o.per_class, "include_seeds": o.include_seeds, "include_unlabeled": o.include_unlabeled,
+        "seed": o.seed, "batch_size": o.batch_size,
         "unlabeled_pool": _pool(seeds.indices[unlabeled]) if unlabeled is not None else None,
         "channels_last": how.channels_last, "datagen_version": __version__,
     }
@@ -201,7 +208,8 @@ def _augment(o: AugmentOptions, shard: sharding.Shard | None, ckpt: Path, state:
         provenance["shard"] = {"index": shard.index, "count": shard.count, "per_class": shard.share(o.per_class)}
         out, first = shard.path(index), shard.offset(o.per_class)
         index_stays = o.resume and sharding.finished(out)  # only resuming a finished shard adds nothing to it
-        o = dataclasses.replace(o, per_class=shard.share(o.per_class), include_seeds=o.include_seeds and shard.index == 0)
+        o = dataclasses.replace(o, per_class=shard.share(o.per_class), include_seeds=o.include_seeds and shard.index == 0,
+                                include_unlabeled=o.include_unlabeled and shard.index == 0)
     h, w, ch = img.size, img.size, img.channels
     writer = writers.open_writer(out, o.fmt, image_shape=(h, w, ch), class_names=list(names), provenance=provenance,
                                  resume=o.resume, overwrite=o.overwrite, latent_dim=model.recipe.latent.dim,
@@ -212,9 +220,8 @@ def _augment(o: AugmentOptions, shard: sharding.Shard | None, ckpt: Path, state:
         writer = writers.Overlapped(writer)
     with StopRequest("stopping after this batch; every image written so far is kept") as stop, writer:
         stop.armed = True  # the output exists: a signal stops after a whole batch, which resume continues from
-        if o.include_seeds and sum(writer.counts()) == 0:  # seeds go first, in one durable batch
-            writer.write(seeds.images[chosen], seeds.labels[chosen], seeds.indices[chosen], torch.ones(len(chosen), dtype=torch.bool),
-                         {"latent": model.encode_all(x_seeds).cpu()})
+        if sum(writer.counts()) == 0:  # the real rows go first, in one durable batch
+            _write_real_rows(model, o, writer, seeds, chosen, x_seeds, joined)
         rejection = _generate(model, o, writer, pools, picked, seeds, classifier, first, stop)
         clock.lap("generate")
         writer.finish()
@@ -306,12 +313,43 @@ def codes_and_owners(model: Model, x_seeds: torch.Tensor, seed_labels: torch.Ten
 
 
 def _pools(model: Model, o: AugmentOptions, seeds: ImageSet, n_classes: int, chosen: torch.Tensor,
-           x_seeds: torch.Tensor, unlabeled: torch.Tensor | None) -> list[Pool]:
+           x_seeds: torch.Tensor, unlabeled: torch.Tensor | None) -> tuple[list[Pool], Joined | None]:
     """Per class, the codes to grow from: the class's seeds, plus (with `unlabeled`) the unlabeled images that
-    joined it sure enough; the filter, when on, still judges each neighbour."""
+    joined it sure enough; the filter, when on, still judges each neighbour. Also those unlabeled images."""
     rest = seeds.images[unlabeled] if unlabeled is not None else None
-    found = codes_and_owners(model, x_seeds, seeds.labels[chosen], chosen, rest, n_classes)
-    return class_pools(*found, seeds.labels, n_classes, o.min_label_confidence)
+    z, owner, confidence = codes_and_owners(model, x_seeds, seeds.labels[chosen], chosen, rest, n_classes)
+    pools = class_pools(z, owner, confidence, seeds.labels, n_classes, o.min_label_confidence)
+    if unlabeled is None:
+        return pools, None
+    sure = confidence[len(chosen):] >= o.min_label_confidence
+    return pools, Joined(unlabeled[sure], seeds.labels[owner[len(chosen):][sure]], confidence[len(chosen):][sure],
+                         z[len(chosen):][sure.to(z.device)].cpu())
+
+
+@dataclass
+class Joined:
+    """The unlabeled images that joined a class: their positions in the seeds' set, spread labels, confidence, codes."""
+
+    position: torch.Tensor
+    label: torch.Tensor
+    confidence: torch.Tensor
+    z: torch.Tensor
+
+
+def _write_real_rows(model: Model, o: AugmentOptions, writer: Writer, seeds: ImageSet, chosen: torch.Tensor,
+                     x_seeds: torch.Tensor, joined: Joined | None) -> None:
+    """The seeds (--include-seeds) and the unlabeled images with their spread labels (--include-unlabeled), marked
+    real, in one write: a resume finds either all of them or none."""
+    parts = []
+    if o.include_seeds:
+        parts.append((chosen, seeds.labels[chosen], torch.ones(len(chosen)), model.encode_all(x_seeds).cpu()))
+    if o.include_unlabeled and joined is not None:
+        parts.append((joined.position, joined.label, joined.confidence, joined.z))
+    if not parts:
+        return
+    position, label, confidence, z = (torch.cat(column) for column in zip(*parts))
+    writer.write(seeds.images[position], label, seeds.indices[position], torch.ones(len(position), dtype=torch.bool),
+                 {"label_confidence": confidence, "latent": z})
 
 
 @dataclass
@@ -349,7 +387,7 @@ def _generate(model: Model, o: AugmentOptions, writer: Writer, pools: list[Pool]
     A signal caught by `stop` ends the call after the batch under way, raising Interrupted."""
     rejection = []
     with progress() as bar:
-        done = [count - (len(picked[c]) if o.include_seeds else 0) for c, count in enumerate(writer.counts())]
+        done = [count - real for count, real in zip(writer.counts(), _real_per_class(o, pools, picked))]
         task = bar.add_task("augment", total=o.per_class * len(picked), completed=sum(done), info="",
                             visible=o.progress and console.is_terminal)
         started, written = time.perf_counter(), 0
@@ -389,6 +427,13 @@ def _generate(model: Model, o: AugmentOptions, writer: Writer, pools: list[Pool]
                                       "with --resume to finish it")
             rejection.append(rejected / tried if tried else 0.0)
     return rejection
+
+
+def _real_per_class(o: AugmentOptions, pools: list[Pool], picked: list[torch.Tensor]) -> list[int]:
+    """How many real rows of each class an output of these options starts with (a class's pool holds its seeds and
+    the unlabeled images that joined it)."""
+    return [(len(seeds) if o.include_seeds else 0) + (len(pool.z) - len(seeds) if o.include_unlabeled else 0)
+            for pool, seeds in zip(pools, picked)]
 
 
 @torch.inference_mode()

@@ -33,7 +33,7 @@ FORMAT_VERSION = 1  # stored under OUTPUT_MARK, which tells datagen.data an outp
 # (batch_size: a batch's noise is drawn per batch; channels_last: G's float rounding.)
 RESUME_MUST_MATCH = ("checkpoint_sha256", "noise", "seed", "seeds_per_class", "per_class", "filter", "min_confidence",
                      "source", "seed_indices", "mix", "unlabeled", "unlabeled_pool", "pseudo_labels", "batch_size", "include_seeds",
-                     "channels_last", "square", "shard")
+                     "include_unlabeled", "channels_last", "square", "shard")
 
 
 MANIFEST = OUTPUT_MANIFEST
@@ -184,7 +184,8 @@ def check_resume(path: Path, shape: tuple, names: list[str], prov: dict,
                                f"resume with the same {_OPTIONS.get(key, key)} or pass --overwrite to replace it")
 
 
-_OPTIONS = {"batch_size": "--batch-size", "include_seeds": "--include-seeds (or none)", "per_class": "--per-class",
+_OPTIONS = {"batch_size": "--batch-size", "include_seeds": "--include-seeds (or none)",
+            "include_unlabeled": "--include-unlabeled (or none)", "per_class": "--per-class",
             "unlabeled_pool": "--unlabeled and unlabeled images", "channels_last": "--channels-last/--no-channels-last",
             "seeds_per_class": "--seeds-per-class", "min_confidence": "--min-confidence", "seed": "--seed",
             "square": "--crop center / --pad (or neither)", "shard": "--shard"}
