@@ -42,7 +42,7 @@ def augment_in_background(run: Path, out: Path, cwd: Path, started_bytes: int):
     import time
 
     args = ["augment", str(run), "--per-class", "3000", "--batch-size", "16", "--seeds-per-class", "5", "--no-filter",
-            "--out", str(out)]
+            "--exclude-unlabeled", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", *args], cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

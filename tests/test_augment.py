@@ -12,6 +12,7 @@ from datagen.data.pixels import to_model_input
 from datagen.data.sources import load
 from datagen.generate import augment as aug, filter as filtering
 from datagen.generate.neighbours import pick_seeds
+from datagen.store.dataset import SyntheticDataset
 from datagen.store.inspect import inspect
 from datagen.train import rundir
 
@@ -19,7 +20,8 @@ from datagen.train import rundir
 
 
 def _opts(run, out, **kw):
-    base = dict(run=run, per_class=7, seeds_per_class=3, filter=False, out=out, batch_size=5, progress=False)
+    base = dict(run=run, per_class=7, seeds_per_class=3, filter=False, out=out, batch_size=5, progress=False,
+                include_unlabeled=False)  # generated rows only, unless a test asks for the real ones
     base.update(kw)
     return aug.AugmentOptions(**base)
 
@@ -108,7 +110,8 @@ def test_python_api(run, tmp_path):
 
     result = datagen.augment(run, per_class=2, seeds_per_class=1, filter=False, out=tmp_path / "api.h5", progress=False)
     assert isinstance(result, aug.AugmentResult)
-    assert result.counts == [2] * 10 and inspect(result.path).complete
+    assert [count - real for count, real in zip(result.counts, result.real)] == [2] * 10 and inspect(result.path).complete
+    assert sum(result.real) == len(load("digits", "train", size=8, channels=1)) - 10  # by default, the unlabeled images
 
 
 @pytest.mark.parametrize("shape", [(8, 8, 3), (12, 12), (5, 5)])
@@ -204,6 +207,8 @@ def test_include_unlabeled_writes_every_joined_image_once_as_real_with_its_sprea
     assert (confidence[joined] <= 1).all() and (confidence[joined] < 1).any() and (noise[real] == 0).all()
     assert not np.isnan(latent[real]).any()
     assert (labels[joined] == train.labels[[position[int(i)] for i in index[joined]]].numpy()).mean() > 0.3
+    data = SyntheticDataset(tmp_path / "w.h5")  # README's way to tell the seeds from the unlabeled real rows
+    assert (np.isin(data.seed_index, data.provenance["seed_indices"]) & data.real).sum() == 20
     sure = aug.augment(_opts(run, tmp_path / "sure.h5", seeds_per_class=2, per_class=4, include_unlabeled=True,
                              min_label_confidence=float(np.median(confidence[joined]))))
     assert 0 < sum(sure.counts) - 40 < joined.sum()  # less sure spread labels are left out

@@ -15,7 +15,7 @@ from datagen.store.writers import open_writer
 COMMANDS = {
     "train": (["train", "digits", "--recipe", "tiny8", "--epochs", "1", "--out", "r"], 0, "done: 1 epochs"),
     "recipes": (["recipes"], 0, "mnist-cpu"),
-    "augment": (["augment", "{run}", "--per-class", "2", "--seeds-per-class", "1", "--no-filter", "--out", "a.h5"], 0, "wrote 20 images"),
+    "augment": (["augment", "{run}", "--per-class", "2", "--seeds-per-class", "1", "--no-filter", "--out", "a.h5"], 0, "wrote 20 generated images"),
     "inspect": (["inspect", "{out}"], 0, "verified: no problems found"),
     "evaluate": (["evaluate", "--run", "{run}", "--labels-per-class", "5", "--repeats", "1", "--arms", "real",
                   "--steps", "2", "--no-quality"], 0, "test accuracy on"),
@@ -51,4 +51,4 @@ def test_the_installed_command(command, real_cli, run, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
     if command == "augment":
         with h5py.File(tmp_path / "a.h5") as f:
-            assert len(f["labels"]) == 20 and f.attrs["complete"]
+            assert (~f["real"][:]).sum() == 20 and f["real"][:].sum() > 0 and f.attrs["complete"]  # + unlabeled

@@ -83,7 +83,7 @@ def test_in_memory_neighbours_are_exactly_augments_output(run, tmp_path):
     out = tmp_path / "grown.h5"
     augment(AugmentOptions(run=run, per_class=6, seed_indices=tuple(train.indices[chosen].tolist()), out=out,
                            unlabeled=True, unlabeled_indices=tuple(train.indices[rest].tolist()), filter=False, seed=5,
-                           progress=False))
+                           include_unlabeled=False, progress=False))
     with h5py.File(out, "r") as f:
         assert np.array_equal(f["images"][:], extra["generated"][0].numpy())
         assert np.array_equal(f["labels"][:], extra["generated"][1].numpy())

@@ -114,7 +114,7 @@ def _signal_on_batch(monkeypatch, signum: int, batch: int) -> None:
 def test_ctrl_c_in_augment_keeps_the_batch_under_way_exits_130_and_resumes(cli, run, tmp_path, monkeypatch, fmt):
     out = tmp_path / ("c.h5" if fmt == "hdf5" else "c")
     args = ["augment", str(run), "--per-class", "40", "--batch-size", "5", "--seeds-per-class", "3", "--no-filter",
-            "--format", fmt, "--out", str(out)]
+            "--exclude-unlabeled", "--format", fmt, "--out", str(out)]
     _signal_on_batch(monkeypatch, signal.SIGINT, 4)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     stopped = cli(*args)
@@ -150,7 +150,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(run, tmp_path):
     lock = locks.lock_path(out)
     lock.write_text(json.dumps({"pid": _dead_pid(), "host": os.uname().nodename}) + "\n")  # left by a kill -9
     result = aug.augment(aug.AugmentOptions(run=run, per_class=3, seeds_per_class=2, filter=False, out=out,
-                                            batch_size=8, progress=False))
+                                            batch_size=8, include_unlabeled=False, progress=False))
     assert result.counts == [3] * 10 and not lock.exists()
 
 

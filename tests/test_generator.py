@@ -106,7 +106,8 @@ def test_labels_spread_along_the_codes_and_only_seeds_of_the_label_own_them():
 
 
 def _opts(run, out, **kw):
-    base = dict(run=run, per_class=6, seeds_per_class=2, filter=False, out=out, batch_size=5, progress=False)
+    base = dict(run=run, per_class=6, seeds_per_class=2, filter=False, out=out, batch_size=5, progress=False,
+                include_unlabeled=False)
     base.update(kw)
     return aug.AugmentOptions(**base)
 

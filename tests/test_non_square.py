@@ -186,7 +186,7 @@ def test_runs_from_before_the_choice_read_as_no_squaring(run, tmp_path):
     checkpoint.save(run / "checkpoints" / "last.pt", state)
     assert training.prepare(training.TrainOptions(out=run, resume=True, epochs=2)).square is None
     result = aug.augment(aug.AugmentOptions(run=run, per_class=2, seeds_per_class=1, filter=False, out=tmp_path / "o.h5",
-                                            progress=False))
+                                            include_unlabeled=False, progress=False))
     assert result.counts == [2] * 10 and inspect(tmp_path / "o.h5").provenance["square"] is None
 
 

@@ -30,7 +30,7 @@ def test_augment_resume_refuses_settings_that_change_the_images(run, tmp_path, c
 
 def test_augment_resume_refuses_to_add_or_drop_the_unlabeled_images(run, tmp_path):
     out = tmp_path / "a.h5"
-    augment(_aug(run, out, unlabeled=True))
+    augment(_aug(run, out, unlabeled=True, include_unlabeled=False))
     with pytest.raises(DatagenError, match="--include-unlabeled"):
         augment(_aug(run, out, unlabeled=True, include_unlabeled=True, resume=True))
 

@@ -19,7 +19,8 @@ from datagen.store.shards import Shard, shard_path
 
 
 def _opts(run, out, **kw):
-    base = dict(run=run, per_class=7, seeds_per_class=3, filter=False, out=out, batch_size=5, progress=False)
+    base = dict(run=run, per_class=7, seeds_per_class=3, filter=False, out=out, batch_size=5, progress=False,
+                include_unlabeled=False)  # generated rows only, unless a test asks for the real ones
     base.update(kw)
     return aug.AugmentOptions(**base)
 
@@ -32,7 +33,8 @@ def _by_class(path):
 
 
 def test_two_shards_give_exact_counts_through_inspect_and_synthetic_dataset(cli, run, tmp_path):
-    args = ["augment", str(run), "--per-class", "7", "--no-filter", "--seeds-per-class", "3", "--out", "set/aug.h5"]
+    args = ["augment", str(run), "--per-class", "7", "--no-filter", "--seeds-per-class", "3", "--exclude-unlabeled",
+            "--out", "set/aug.h5"]
     later = cli(*args, "--shard", "1/2")  # either order: the index waits for the last one
     assert later.returncode == 0, later.stderr
     assert "index is written when the last shard finishes" in later.stderr and not (tmp_path / "set/aug.h5").exists()
@@ -138,7 +140,7 @@ def test_other_refusals_are_one_line(cli, run, tmp_path, monkeypatch):
 
 
 def test_torchrun_ranks_pick_their_shard(cli, run, tmp_path, monkeypatch):
-    args = ["augment", str(run), "--per-class", "7", "--no-filter", "--seeds-per-class", "1"]
+    args = ["augment", str(run), "--per-class", "7", "--no-filter", "--seeds-per-class", "1", "--exclude-unlabeled"]
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     assert cli(*args, "--out", "t.h5").returncode == 0

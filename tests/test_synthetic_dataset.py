@@ -195,19 +195,20 @@ def test_the_readme_training_loop_runs(run, tmp_path, monkeypatch):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("## Training your own model on the output", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    aug.augment(aug.AugmentOptions(run=run, per_class=12, seeds_per_class=2, filter=False, batch_size=16,
-                                   progress=False))  # the default --out: RUN/augmented.h5
+    grown = aug.augment(aug.AugmentOptions(run=run, per_class=12, seeds_per_class=2, filter=False, batch_size=16,
+                                           progress=False))  # the default --out: RUN/augmented.h5
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "latest").symlink_to(run)
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__main__"}
     exec(compile(code, "README.md", "exec"), namespace)
-    assert namespace["data"].counts() == [12] * 10 and namespace["epoch"] == 4
-    assert namespace["data"].latent.shape == (120, 8)  # a real augment output: codes recorded
+    data = namespace["data"]  # 12 generated per class, and the unlabeled images with their spread labels
+    assert data.counts() == grown.counts and (~data.real).sum() == 120 and namespace["epoch"] == 4
+    assert data.latent.shape == (sum(grown.counts), 8)  # a real augment output: codes recorded
     counts = torch.zeros(10, dtype=torch.long)
     for _, y in namespace["loader"]:  # two workers, as README has it
         counts += torch.bincount(y, minlength=10)
-    assert counts.tolist() == [12] * 10
+    assert counts.tolist() == grown.counts
 
 
 def test_a_webdataset_output_is_not_a_training_source(tmp_path):

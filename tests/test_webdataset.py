@@ -260,7 +260,7 @@ def test_webdataset_survives_kill_9(tmp_path):
 
 def test_augment_writes_webdataset_from_the_command_line(cli, run, tmp_path):
     done = cli("augment", str(run), "--per-class", "3", "--no-filter", "--seeds-per-class", "2", "--batch-size", "4",
-               "--format", "webdataset", "--shard-size", "7", "--out", "wds")
+               "--exclude-unlabeled", "--format", "webdataset", "--shard-size", "7", "--out", "wds")
     assert done.returncode == 0, done.stderr
     path = tmp_path / "wds"
     assert [shard["samples"] for shard in _manifest(path)["shards"]] == [7, 7, 7, 7, 2]

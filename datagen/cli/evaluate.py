@@ -104,7 +104,8 @@ def demo_cmd(
     trained = training.fit(training.prepare(training.TrainOptions(dataset="mnist-5k", epochs=epochs)))
     if trained.status != "completed":
         raise typer.Exit(130 if trained.status == "interrupted" else 1)
-    console.print(f"trained -> {trained.out}; growing 200 images per class from 10 seeds per class")
+    console.print(f"trained -> {trained.out}; growing 200 images per class from 10 seeds per class and the other "
+                  "train images, which the output also holds with their spread labels")
     grown = augment(AugmentOptions(run=trained.out, per_class=200, seeds_per_class=10))
     result = evaluate(EvaluateOptions(runs=(trained.out,), labels_per_class=(10,), repeats=repeats))
     print_evaluation(result)

@@ -31,7 +31,7 @@ def augment_cmd(
     shard_size: Optional[int] = typer.Option(None, "--shard-size", min=1, help="--format webdataset: images per tar shard (default 10000)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file or folder (default: inside the run directory)."),
     include_seeds: bool = typer.Option(False, "--include-seeds", help="Also write the real seeds, marked as real."),
-    include_unlabeled: bool = typer.Option(False, "--include-unlabeled", help="Also write the unlabeled images that joined a class, marked as real, with their spread label and its confidence."),
+    include_unlabeled: Optional[bool] = typer.Option(augment_defaults.INCLUDE_UNLABELED, "--include-unlabeled/--exclude-unlabeled", help="Also write the unlabeled images that joined a class, marked as real, with their spread label and its confidence (default: whenever augment grows from unlabeled images; chosen on dev, see README)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted output to exactly N per class."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
@@ -59,7 +59,11 @@ def augment_cmd(
                                     resume=resume, overwrite=overwrite, seed=seed, batch_size=batch_size, device=device,
                                     data_root=data_root, channels_last=channels_last, compile=compile_, shard=shard))
     rates = ", ".join(f"{r:.0%}" for r in result.rejection)
-    console.print(f"wrote {sum(result.counts)} images ({', '.join(map(str, result.counts))} per class) -> {result.path}\n"
+    generated = [count - real for count, real in zip(result.counts, result.real)]
+    real_rows = (f"\nand {sum(result.real)} real images, marked in the column `real`: seeds (--include-seeds) or "
+                 "unlabeled images with their spread labels (--include-unlabeled)" if sum(result.real) else "")
+    console.print(f"wrote {sum(generated)} generated images ({', '.join(map(str, generated))} per class) -> {result.path}"
+                  f"{real_rows}\n"
                   f"filter rejection per class: {rates}\npreviews: {result.previews[0].parent if result.previews else '-'}",
                   highlight=False, markup=False)
     if result.shard is not None:

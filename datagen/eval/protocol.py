@@ -42,7 +42,9 @@ from datagen.train import rundir
 # Paired comparisons reported (when both arms ran): every arm against real, and each gan arm against its
 # twin without G, which uses the same unlabeled images and labels; Holm corrects them as one family.
 COMPARISONS = (("real+gan", "real+pseudo"), ("real+gan+classic", "real+pseudo+classic"),
-               ("real+gan+classic", "real+classic"), ("real+gan+classic", "fixmatch"))
+               ("real+gan+classic", "real+classic"), ("real+gan+classic", "fixmatch"),
+               ("real+pseudo+gan", "real+pseudo"), ("real+pseudo+gan+classic", "real+pseudo+classic"),
+               ("real+pseudo+gan+classic", "real+classic"), ("real+pseudo+gan+classic", "fixmatch"))
 
 
 @dataclass

@@ -69,7 +69,8 @@ class AugmentOptions:
     shard_size: int | None = None  # webdataset: images per tar shard (None: the writer's default, or the output's)
     out: Path | None = None
     include_seeds: bool = False
-    include_unlabeled: bool = False  # also write the unlabeled images that joined a class, with their spread labels
+    # also write the unlabeled images that joined a class, with their spread labels; None: whenever there are any
+    include_unlabeled: bool | None = defaults.INCLUDE_UNLABELED
     resume: bool = False
     overwrite: bool = False
     seed: int = 0
@@ -90,7 +91,8 @@ _DEFAULT_OUT = {"hdf5": "augmented.h5", "imagefolder": "augmented", "webdataset"
 @dataclass
 class AugmentResult:
     path: Path
-    counts: list[int]
+    counts: list[int]  # rows per class, real ones included
+    real: list[int]  # of those, the real rows per class (--include-seeds, --include-unlabeled)
     rejection: list[float]  # share of candidates the filter rejected, per class (this call)
     previews: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase of this call
@@ -173,6 +175,8 @@ def _augment(o: AugmentOptions, shard: sharding.Shard | None, ckpt: Path, state:
         picked = pick_seeds(seeds.labels, len(names), o.seeds_per_class, o.seed, names)
     chosen = torch.cat(picked)
     unlabeled = _unlabeled_positions(o, seeds, chosen)
+    if o.include_unlabeled is None:
+        o = dataclasses.replace(o, include_unlabeled=unlabeled is not None)
     if o.include_unlabeled and unlabeled is None:
         raise DatagenError(f"--include-unlabeled: every image of {seeds.source} is a seed, so none is unlabeled; use "
                            "--seeds-per-class K so the others can be, or drop --include-unlabeled")
@@ -231,7 +235,7 @@ def _augment(o: AugmentOptions, shard: sharding.Shard | None, ckpt: Path, state:
     # previews depend on the seeds and --seed only: one shard draws them, beside the index
     previews = _previews(model, o, index, picked, seeds, names, device) if shard is None or shard.index == 0 else []
     clock.lap("previews")
-    return AugmentResult(path=out, counts=counts, rejection=rejection, previews=previews, seconds=clock.laps,
+    return AugmentResult(path=out, counts=counts, real=_real_per_class(o, pools, picked), rejection=rejection, previews=previews, seconds=clock.laps,
                          shard=str(shard) if shard is not None else None, index=index if written else None)
 
 
