@@ -35,6 +35,21 @@ def test_augment_resume_refuses_to_add_or_drop_the_unlabeled_images(run, tmp_pat
         augment(_aug(run, out, unlabeled=True, include_unlabeled=True, resume=True))
 
 
+def test_an_output_from_before_include_unlabeled_resumes_only_without_it(run, tmp_path):
+    import h5py
+    import json
+
+    out = tmp_path / "a.h5"
+    augment(_aug(run, out, unlabeled=True, include_unlabeled=False))
+    with h5py.File(out, "r+") as f:  # as the previous version wrote it: no include_unlabeled recorded
+        provenance = json.loads(f.attrs["provenance"])
+        del provenance["include_unlabeled"]
+        f.attrs["provenance"] = json.dumps(provenance)
+    with pytest.raises(DatagenError, match="include_unlabeled = false"):
+        augment(_aug(run, out, unlabeled=True, resume=True))  # today's default would add the unlabeled images
+    augment(_aug(run, out, unlabeled=True, include_unlabeled=False, resume=True))
+
+
 def test_augment_resume_refuses_another_unlabeled_pool(run, tmp_path):
     out = tmp_path / "a.h5"
     augment(_aug(run, out, unlabeled=True, unlabeled_indices=tuple(range(0, 600))))

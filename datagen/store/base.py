@@ -34,6 +34,8 @@ FORMAT_VERSION = 1  # stored under OUTPUT_MARK, which tells datagen.data an outp
 RESUME_MUST_MATCH = ("checkpoint_sha256", "noise", "seed", "seeds_per_class", "per_class", "filter", "min_confidence",
                      "source", "seed_indices", "mix", "unlabeled", "unlabeled_pool", "pseudo_labels", "batch_size", "include_seeds",
                      "include_unlabeled", "channels_last", "square", "shard")
+# What an output written before a setting was recorded did: a resume under today's default must match it.
+WRITTEN_BEFORE = {"include_unlabeled": False}
 
 
 MANIFEST = OUTPUT_MANIFEST
@@ -177,6 +179,7 @@ def jsonable(provenance: dict) -> dict:
 def check_resume(path: Path, shape: tuple, names: list[str], prov: dict,
                   old_shape: tuple, old_names: list[str], old_prov: dict) -> None:
     pairs = [("image_shape", list(old_shape), list(shape)), ("class_names", list(old_names), names)]
+    old_prov = {**WRITTEN_BEFORE, **old_prov}
     pairs += [(key, old_prov[key], prov[key]) for key in RESUME_MUST_MATCH if key in old_prov and key in prov]
     for key, old, new in pairs:
         if old != new:
@@ -185,7 +188,7 @@ def check_resume(path: Path, shape: tuple, names: list[str], prov: dict,
 
 
 _OPTIONS = {"batch_size": "--batch-size", "include_seeds": "--include-seeds (or none)",
-            "include_unlabeled": "--include-unlabeled (or none)", "per_class": "--per-class",
+            "include_unlabeled": "--include-unlabeled/--exclude-unlabeled choice", "per_class": "--per-class",
             "unlabeled_pool": "--unlabeled and unlabeled images", "channels_last": "--channels-last/--no-channels-last",
             "seeds_per_class": "--seeds-per-class", "min_confidence": "--min-confidence", "seed": "--seed",
             "square": "--crop center / --pad (or neither)", "shard": "--shard"}
