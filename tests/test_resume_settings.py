@@ -50,6 +50,28 @@ def test_an_output_from_before_include_unlabeled_resumes_only_without_it(run, tm
     augment(_aug(run, out, unlabeled=True, include_unlabeled=False, resume=True))
 
 
+def test_a_resume_whose_spread_labels_came_out_otherwise_is_refused(run, tmp_path, monkeypatch):
+    """Another device may tip a borderline image into another class: the real rows per class would then no longer
+    be what the output holds, so the generated counts would be off; the resume is refused by name instead."""
+    import torch
+
+    from datagen.generate import augment as aug
+
+    out = tmp_path / "a.h5"
+    augment(_aug(run, out, unlabeled=True, include_unlabeled=True, per_class=3))
+    original = aug.spread_labels
+
+    def tipped(model, z_seeds, seed_labels, z_rest, n_classes):
+        labels, confidence, owner = original(model, z_seeds, seed_labels, z_rest, n_classes)
+        labels[0] = (labels[0] + 1) % n_classes
+        owner[0] = int(torch.nonzero(seed_labels.cpu() == labels[0])[0])
+        return labels, confidence, owner
+
+    monkeypatch.setattr(aug, "spread_labels", tipped)
+    with pytest.raises(DatagenError, match="real_rows"):
+        augment(_aug(run, out, unlabeled=True, include_unlabeled=True, per_class=3, resume=True))
+
+
 def test_augment_resume_refuses_another_unlabeled_pool(run, tmp_path):
     out = tmp_path / "a.h5"
     augment(_aug(run, out, unlabeled=True, unlabeled_indices=tuple(range(0, 600))))

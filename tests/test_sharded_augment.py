@@ -72,6 +72,16 @@ def test_the_shards_together_are_the_unsharded_output(run, tmp_path):
     assert all(len(f) == 5 for f in first) and not np.array_equal(first[0], shards[0][5:])
 
 
+def test_by_default_the_unlabeled_images_go_to_shard_0_once(run, tmp_path):
+    index = tmp_path / "u.h5"
+    results = [aug.augment(_opts(run, index, shard=f"{i}/2", include_unlabeled=None)) for i in (1, 0)]
+    unlabeled = len(load("digits", "train", size=8, channels=1)) - 30
+    assert sum(results[1].real) == unlabeled and sum(results[0].real) == 0  # shard 1/2 ran first
+    summary = inspect(index)
+    assert sum(summary.real_counts) == unlabeled and not summary.problems
+    assert [c - r for c, r in zip(summary.counts, summary.real_counts)] == [7] * 10
+
+
 def test_a_shard_resumes_on_its_own_and_only_then_is_the_index_written(run, tmp_path, monkeypatch):
     original, calls = aug.candidates, {"n": 0}
 

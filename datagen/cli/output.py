@@ -60,8 +60,9 @@ def augment_cmd(
                                     data_root=data_root, channels_last=channels_last, compile=compile_, shard=shard))
     rates = ", ".join(f"{r:.0%}" for r in result.rejection)
     generated = [count - real for count, real in zip(result.counts, result.real)]
-    real_rows = (f"\nand {sum(result.real)} real images, marked in the column `real`: seeds (--include-seeds) or "
-                 "unlabeled images with their spread labels (--include-unlabeled)" if sum(result.real) else "")
+    kinds = {"seeds": "the seeds", "unlabeled": "the unlabeled images with their spread labels (--exclude-unlabeled: without)"}
+    real_rows = (f"\nand {sum(result.real)} real images, marked `real`: {' and '.join(kinds[k] for k in result.real_kinds)}"
+                 if sum(result.real) else "")
     console.print(f"wrote {sum(generated)} generated images ({', '.join(map(str, generated))} per class) -> {result.path}"
                   f"{real_rows}\n"
                   f"filter rejection per class: {rates}\npreviews: {result.previews[0].parent if result.previews else '-'}",

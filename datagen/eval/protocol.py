@@ -34,6 +34,7 @@ from datagen.eval.defaults import ALL_ARMS, ARMS, BUDGETS, GAN_PER_CLASS, REPEAT
 from datagen.generate.augment import AugmentOptions, class_pools, codes_and_owners, grow_in_memory
 from datagen.generate import defaults as augment_defaults
 from datagen.generate.filter import FILTER_CACHE, filter_classifier, filter_wanted
+from datagen.generate.pseudo import joins
 from datagen.model import checkpoint
 from datagen.model.device import machine, pick_device
 from datagen.model.latent import Model
@@ -241,7 +242,7 @@ def _extra_data(o: EvaluateOptions, run: Run, train: ImageSet, picked: list[torc
                              seed=repeat_seed, progress=False,
                              **{k: v for k, v in (("noise", o.noise), ("mix", o.mix),
                                                   ("min_label_confidence", o.min_label_confidence)) if v is not None})
-    sure = confidence[len(chosen):] >= options.min_label_confidence  # the unlabeled images augment would keep
+    sure = joins(confidence[len(chosen):], options.min_label_confidence)  # the unlabeled images augment would keep
     pseudo_labels = train.labels[owners[len(chosen):]]  # empty when every label is in the budget
     extra: dict = {"pseudo": (train.images[rest][sure], pseudo_labels[sure]),
                    "pseudo_label_accuracy": float((pseudo_labels == train.labels[rest]).float().mean()) if len(rest) else 1.0}

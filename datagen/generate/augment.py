@@ -38,7 +38,7 @@ from datagen.data.sources import load, probe
 from datagen.generate.filter import FILTER_CACHE, FilterCapError, filter_classifier, filter_wanted
 from datagen.generate import defaults
 from datagen.generate.neighbours import batch_generator, candidates, neighbours, pick_seeds
-from datagen.generate.pseudo import ALPHA, NEIGHBOURS, spread_labels
+from datagen.generate.pseudo import ALPHA, NEIGHBOURS, joins, spread_labels
 from datagen.model import checkpoint, speed
 from datagen.model.device import pick_device
 from datagen.model.latent import Model
@@ -94,6 +94,7 @@ class AugmentResult:
     counts: list[int]  # rows per class, real ones included
     real: list[int]  # of those, the real rows per class (--include-seeds, --include-unlabeled)
     rejection: list[float]  # share of candidates the filter rejected, per class (this call)
+    real_kinds: tuple[str, ...] = ()  # what the real rows are: "seeds", "unlabeled"
     previews: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase of this call
     shard: str | None = None  # "i/n" when this call wrote a shard
@@ -214,6 +215,8 @@ def _augment(o: AugmentOptions, shard: sharding.Shard | None, ckpt: Path, state:
         index_stays = o.resume and sharding.finished(out)  # only resuming a finished shard adds nothing to it
         o = dataclasses.replace(o, per_class=shard.share(o.per_class), include_seeds=o.include_seeds and shard.index == 0,
                                 include_unlabeled=o.include_unlabeled and shard.index == 0)
+    # a resume must meet the same real rows: they come from label spreading, which another device may tip
+    provenance["real_rows"] = _real_per_class(o, pools, picked)
     h, w, ch = img.size, img.size, img.channels
     writer = writers.open_writer(out, o.fmt, image_shape=(h, w, ch), class_names=list(names), provenance=provenance,
                                  resume=o.resume, overwrite=o.overwrite, latent_dim=model.recipe.latent.dim,
@@ -235,7 +238,9 @@ def _augment(o: AugmentOptions, shard: sharding.Shard | None, ckpt: Path, state:
     # previews depend on the seeds and --seed only: one shard draws them, beside the index
     previews = _previews(model, o, index, picked, seeds, names, device) if shard is None or shard.index == 0 else []
     clock.lap("previews")
-    return AugmentResult(path=out, counts=counts, real=_real_per_class(o, pools, picked), rejection=rejection, previews=previews, seconds=clock.laps,
+    kinds = tuple(kind for kind, wanted in (("seeds", o.include_seeds), ("unlabeled", o.include_unlabeled)) if wanted)
+    return AugmentResult(path=out, counts=counts, real=_real_per_class(o, pools, picked), real_kinds=kinds,
+                         rejection=rejection, previews=previews, seconds=clock.laps,
                          shard=str(shard) if shard is not None else None, index=index if written else None)
 
 
@@ -325,7 +330,7 @@ def _pools(model: Model, o: AugmentOptions, seeds: ImageSet, n_classes: int, cho
     pools = class_pools(z, owner, confidence, seeds.labels, n_classes, o.min_label_confidence)
     if unlabeled is None:
         return pools, None
-    sure = confidence[len(chosen):] >= o.min_label_confidence
+    sure = joins(confidence[len(chosen):], o.min_label_confidence)
     return pools, Joined(unlabeled[sure], seeds.labels[owner[len(chosen):][sure]], confidence[len(chosen):][sure],
                          z[len(chosen):][sure.to(z.device)].cpu())
 
@@ -368,7 +373,7 @@ class Pool:
 def class_pools(z: torch.Tensor, owner: torch.Tensor, confidence: torch.Tensor, labels: torch.Tensor,
                 n_classes: int, min_label_confidence: float = 0.0) -> list[Pool]:
     """Per class, the codes whose label (that of their owner seed) is the class and at least that sure."""
-    label = torch.where(confidence >= min_label_confidence, labels[owner], -1)
+    label = torch.where(joins(confidence, min_label_confidence), labels[owner], -1)
     return [Pool(z[(label == c).to(z.device)], owner[label == c], confidence[label == c]) for c in range(n_classes)]
 
 

@@ -32,6 +32,12 @@ def nearest_seed(model: Model, z_seeds: torch.Tensor, z_rest: torch.Tensor) -> t
     return (_directions(model, z_rest) @ _directions(model, z_seeds).T).argmax(1).cpu()
 
 
+def joins(confidence: torch.Tensor, min_label_confidence: float) -> torch.Tensor:
+    """Which spread labels are kept: at least that sure, and reached at all (an image the graph never connects to a
+    seed has no label mass, and its argmax label would be an arbitrary class)."""
+    return (confidence >= min_label_confidence) & (confidence > 0)
+
+
 @torch.inference_mode()
 def spread_labels(model: Model, z_seeds: torch.Tensor, seed_labels: torch.Tensor, z_rest: torch.Tensor,
                   n_classes: int, neighbours: int = NEIGHBOURS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -33,7 +33,7 @@ FORMAT_VERSION = 1  # stored under OUTPUT_MARK, which tells datagen.data an outp
 # (batch_size: a batch's noise is drawn per batch; channels_last: G's float rounding.)
 RESUME_MUST_MATCH = ("checkpoint_sha256", "noise", "seed", "seeds_per_class", "per_class", "filter", "min_confidence",
                      "source", "seed_indices", "mix", "unlabeled", "unlabeled_pool", "pseudo_labels", "batch_size", "include_seeds",
-                     "include_unlabeled", "channels_last", "square", "shard")
+                     "include_unlabeled", "real_rows", "channels_last", "square", "shard")
 # What an output written before a setting was recorded did: a resume under today's default must match it.
 WRITTEN_BEFORE = {"include_unlabeled": False}
 
@@ -188,7 +188,8 @@ def check_resume(path: Path, shape: tuple, names: list[str], prov: dict,
 
 
 _OPTIONS = {"batch_size": "--batch-size", "include_seeds": "--include-seeds (or none)",
-            "include_unlabeled": "--include-unlabeled/--exclude-unlabeled choice", "per_class": "--per-class",
+            "include_unlabeled": "--include-unlabeled/--exclude-unlabeled choice",
+            "real_rows": "device (the spread labels, which decide them, came out otherwise)", "per_class": "--per-class",
             "unlabeled_pool": "--unlabeled and unlabeled images", "channels_last": "--channels-last/--no-channels-last",
             "seeds_per_class": "--seeds-per-class", "min_confidence": "--min-confidence", "seed": "--seed",
             "square": "--crop center / --pad (or neither)", "shard": "--shard"}

@@ -32,7 +32,7 @@ from datagen.store.base import FORMAT_VERSION, H5_ERRORS, RESUME_MUST_MATCH, unw
 from datagen.store.hdf5 import DATASETS, read_provenance, write_provenance
 
 # What makes the shards one dataset; batch size and channels-last may differ between machines (GPU or CPU, memory).
-MUST_MATCH = tuple(key for key in RESUME_MUST_MATCH if key not in ("batch_size", "channels_last", "shard"))
+MUST_MATCH = tuple(key for key in RESUME_MUST_MATCH if key not in ("batch_size", "channels_last", "shard", "real_rows"))
 _NAME = re.compile(r"-shard-(\d+)-of-(\d+)$")
 
 
