@@ -39,6 +39,8 @@ def test_mmd_is_near_zero_for_the_prior_itself_and_grows_for_codes_that_miss_it(
     (["train.latent_mmd_weight=-1"], "must be >= 0"),
     (["model=autoencoder", "train.ema_decay=0.9"], "the autoencoder"),
     (["train.spectral_norm=1"], "must be true or false"),
+    (["train.feature_recon_weight=-1"], "must be >= 0"),
+    (["model=bigan", "train.feature_recon_weight=1"], "only model = \"selfexgan\" has D1"),
 ])
 def test_bad_generator_settings_are_named(setting, message, tmp_path):
     raw = recipes.load("tiny8").to_dict()
@@ -74,6 +76,27 @@ def test_prior_sample_weight_scales_d1s_term_for_prior_samples(weight):
         d1 = model.nets.d1(torch.cat([x, f["x_hat"], f["x_n"]] if weight else [x, f["x_hat"]]))
         fakes = bce(d1[6:12], 0.0) + weight * (bce(d1[12:], 0.0) if weight else 0)
         assert torch.allclose(got, bce(d1[:6], 1.0) + fakes / (1 + weight))
+
+
+def test_feature_recon_adds_d1s_feature_distance_between_images_and_reconstructions():
+    from datagen.model.objectives import _selfexgan_forward, selfexgan_eg_loss
+
+    torch.manual_seed(0)
+    plain = recipes.load("tiny8")
+    weighted = recipes.apply_overrides(plain, ["train.feature_recon_weight=3"])
+    built = nets.build(weighted)
+    x = torch.rand(6, 1, 8, 8) * 2 - 1
+    model = Model(recipe=weighted, nets=built)
+    z_n = model.gaussian(6)
+    with torch.no_grad():
+        f = _selfexgan_forward(model, x, z_n)
+        got = selfexgan_eg_loss(model, x, f, z_n)
+        without = selfexgan_eg_loss(Model(recipe=plain, nets=built), x, f, z_n)
+        perfect = selfexgan_eg_loss(model, x, {**f, "x_hat": x.clone()}, z_n)["feature_recon"]
+    # D1 run layer by layer gives the same adversarial term as D1 called whole
+    assert torch.allclose(got["adv"], without["adv"])
+    assert got["feature_recon"] > 0.01 and perfect.abs() < 1e-6
+    assert torch.allclose(got["loss"], without["loss"] + 3 * got["feature_recon"])
 
 
 def test_a_run_that_keeps_an_average_renders_with_it():

@@ -6,9 +6,10 @@ SelfExGAN, per iteration:
     D2: real (x, z_e)  vs fake (x_hat, z_e), (x, z_hat)
 E and G minimise the same objective with the labels flipped (non-saturating BCE), plus the KL
 term on the batch statistics of the projected codes. No reconstruction loss: the options
-`recon_weight` and `latent_cycle_weight` are named additions beyond the thesis, off by default, as are
-`latent_adversary_weight` and `latent_mmd_weight`, which pull E's codes onto the whole prior so that G
-learns to render all of it, and `ema_decay`, G's weights averaged over steps for sampling.
+`recon_weight`, `feature_recon_weight` (the same image cycle measured in D1's hidden features, VAE-GAN's) and
+`latent_cycle_weight` are named additions beyond the thesis, off by default, as are `latent_adversary_weight` and
+`latent_mmd_weight`, which pull E's codes onto the whole prior so that G learns to render all of it, and
+`ema_decay`, G's weights averaged over steps for sampling.
 
 `bigan` (Donahue et al.) is the comparison on the same nets: D2 alone, real (x, z_e) vs fake
 (G(z_n), z_n). `autoencoder` is the non-adversarial floor: L1 reconstruction + KL, no D.
@@ -50,10 +51,31 @@ def _selfexgan_forward(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict
     return {"z_e": z_e, "x_hat": x_hat, "x_n": x_n, "z_hat": z_hat}
 
 
-def _d1_batch(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor]) -> torch.Tensor:
-    """D1 on x, x_hat and x_n in one call (x_n left out when its weight is 0), in both steps alike."""
+_ACTIVATIONS = (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.Tanh, torch.nn.Sigmoid)  # where D1's features are read
+
+
+def _d1_batch(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor],
+              hidden: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """D1 on x, x_hat and x_n in one call (x_n left out when its weight is 0), in both steps alike.
+
+    With `hidden`, D1 runs layer by layer and appends the output of each of its activations before the head.
+    """
     prior = [f["x_n"]] if model.recipe.train.prior_sample_weight > 0 else []
-    return model.nets.d1(torch.cat([x, f["x_hat"], *prior]))
+    batch = torch.cat([x, f["x_hat"], *prior])
+    if hidden is None:
+        return model.nets.d1(batch)
+    layers = list(model.nets.d1)
+    for i, layer in enumerate(layers):
+        batch = layer(batch)
+        if isinstance(layer, _ACTIVATIONS) and i < len(layers) - 1:
+            hidden.append(batch)
+    return batch
+
+
+def feature_recon(hidden: list[torch.Tensor], n: int) -> torch.Tensor:
+    """Mean over D1's hidden layers of the L1 distance between the features of x (the batch's first n) and of x_hat
+    (the next n): a reconstruction error in what D1 looks at rather than in pixels (Larsen et al. 2016)."""
+    return torch.stack([(h[n:2 * n] - h[:n]).abs().mean() for h in hidden]).mean()
 
 
 def _d1_fakes(model: Model, d1: torch.Tensor, n: int, target: float) -> torch.Tensor:
@@ -125,12 +147,17 @@ def selfexgan_eg_loss(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor],
     E/G gradient and is left out of the loss.
     """
     n = x.shape[0]
-    d1 = _d1_batch(model, x, f)
+    t = model.recipe.train
+    hidden: list[torch.Tensor] | None = [] if t.feature_recon_weight > 0 else None
+    d1 = _d1_batch(model, x, f, hidden)
     d2 = _d2_pairs(model, x, f)
     adv = _d1_fakes(model, d1, n, 1.0) + bce(d2[:n], 0.0) + bce(d2[n:], 1.0)
     kl = kl_to_unit_gaussian(f["z_e"])
-    loss = adv + model.recipe.train.kl_weight * kl
+    loss = adv + t.kl_weight * kl
     out = {"adv": adv, "kl": kl}
+    if hidden is not None:
+        out["feature_recon"] = feature_recon(hidden, n)
+        loss = loss + t.feature_recon_weight * out["feature_recon"]
     loss = loss + _extras(model, x, f, z_n, out)
     return {"loss": loss, **out}
 

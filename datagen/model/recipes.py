@@ -94,6 +94,7 @@ class TrainSpec:
     eg_steps: int = 1  # E/G updates per D update; §3.1: "update G twice, then update D"
     # Additions beyond the thesis (off in the faithful recipes), measured side by side:
     recon_weight: float = 0.0  # L1 between x and G(E(x)) (ALICE-style image cycle)
+    feature_recon_weight: float = 0.0  # L1 between D1's hidden features of x and of G(E(x)) (VAE-GAN's learned similarity)
     latent_cycle_weight: float = 0.0  # squared error between z and proj(E(G(z))) (AGE-style)
     # Make E's codes fill the prior, so G learns the whole sphere and not only the neighbourhoods of codes:
     latent_adversary_weight: float = 0.0  # a latent discriminator `dz`: codes vs prior samples (AAE, WAE-GAN)
@@ -294,8 +295,8 @@ def parse(raw: dict[str, Any], origin: str) -> Recipe:
                            f"latent.mixture_components >= 1, got {latent.prior!r} and {latent.mixture_components}")
     if train.batch_size < 2 or train.epochs < 1 or train.eg_steps < 1 or train.log_every < 1 or train.lr <= 0:
         raise DatagenError(f"recipe {origin}: train needs batch_size >= 2, lr > 0, and epochs, eg_steps, log_every >= 1")
-    weights = ("kl_weight", "recon_weight", "latent_cycle_weight", "latent_adversary_weight", "latent_mmd_weight",
-               "prior_sample_weight")
+    weights = ("kl_weight", "recon_weight", "feature_recon_weight", "latent_cycle_weight", "latent_adversary_weight",
+               "latent_mmd_weight", "prior_sample_weight")
     if min(getattr(train, w) for w in weights) < 0:
         raise DatagenError(f"recipe {origin}: train's {', '.join(weights)} must be >= 0")
     if not 0 <= train.ema_decay < 1:
@@ -303,6 +304,9 @@ def parse(raw: dict[str, Any], origin: str) -> Recipe:
     if model == "autoencoder" and (train.latent_adversary_weight > 0 or train.ema_decay > 0):
         raise DatagenError(f"recipe {origin}: the autoencoder has no adversary to average against and trains no dz; "
                            f"set latent_adversary_weight and ema_decay to 0, or use model = \"selfexgan\"")
+    if train.feature_recon_weight > 0 and model != "selfexgan":
+        raise DatagenError(f"recipe {origin}: train.feature_recon_weight compares images in D1's features, and only "
+                           f"model = \"selfexgan\" has D1; set it to 0 or use selfexgan")
     dz = _parse_layers(raw["dz"], "dz") if "dz" in raw else ()
     if train.latent_adversary_weight > 0 and not dz:
         raise DatagenError(f"recipe {origin}: train.latent_adversary_weight needs a latent discriminator: add a "
