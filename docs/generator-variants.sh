@@ -6,7 +6,7 @@
 #   - `datagen bench noise`: distance to the seed and the reference's agreement at each noise scale.
 # Then one table: a row per variant, the numbers averaged over its trainings.
 # Usage: bash docs/generator-variants.sh OUT [name ...]   (env: DATASET, EPOCHS, SEEDS, REPEATS, SCALES, JOBS)
-# With names, only those variants run (the table covers every variant found in OUT).
+# With names, only those variants run (the table covers every variant found in OUT); runs measured already are kept.
 set -euo pipefail
 OUT=${1:?give an output folder}; shift
 DATASET=${DATASET:-mnist-5k}; EPOCHS=${EPOCHS:-10}; SEEDS=${SEEDS:-1}; REPEATS=${REPEATS:-3}
@@ -32,6 +32,10 @@ VARIANTS=(  # name, then `datagen train` options; README "A generator that gener
   "d8adv --recipe $OUT/dim8.toml"
   "d8e20 --recipe $OUT/dim8.toml --epochs 20 --set train.ema_decay=0.995"
   "mix64 --recipe mnist-cpu"  # today's mnist-cpu: m64p0 sampled through a mixture fitted to its codes
+  "feat10 --recipe mnist-cpu --set train.feature_recon_weight=10"  # + reconstruction in D1's features (VAE-GAN)
+  "feat10r10 --recipe mnist-cpu --set train.feature_recon_weight=10 --set train.recon_weight=10"  # ... with less pixel L1
+  "ema99 --recipe mnist-cpu --set train.ema_decay=0.99"  # G's weights averaged for sampling
+  "ema995 --recipe mnist-cpu --set train.ema_decay=0.995"
 )
 export OMP_NUM_THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))
 wanted() { local w; for w in "${WANT[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }  # a name asked for
@@ -41,6 +45,7 @@ for variant in "${VARIANTS[@]}"; do
   if [ ${#WANT[@]} -gt 0 ] && ! wanted "$name"; then continue; fi
   for seed in $(seq 1 "$SEEDS"); do
     run=$OUT/$name-s$seed
+    [ -e "$run.noise.json" ] && continue  # measured already: a rerun into the same OUT adds only what is missing
     echo "datagen train $DATASET --epochs $EPOCHS --seed $seed --out $run $* > $run.train.log 2>&1 \
       && datagen evaluate --run $run --split dev --labels-per-class 10 --repeats $REPEATS --arms real+gan+classic \
          --json $run.dev.json > $run.eval.log 2>&1 \

@@ -18,9 +18,10 @@ for path in sorted(glob.glob(f"{out}/*-s*.dev.json")):
            "neighbour fidelity": q["neighbours"]["generated_label_fidelity"],
            "dev acc": dev["results"][0]["mean"]}
     for (sigma, filtered), r in sorted(noise.items()):
-        if not filtered and sigma > 0 and recon and r["distance_to_seed"] is not None:
-            row[f"dist x{sigma}"] = r["distance_to_seed"] / recon
-            row[f"agree {sigma}"] = r["agreement"]
+        if sigma > 0 and recon and r["distance_to_seed"] is not None:
+            tag = " filter" if filtered else ""  # with the filter: what augment writes at >= 10 seeds per class
+            row[f"dist x{sigma}{tag}"] = r["distance_to_seed"] / recon
+            row[f"agree {sigma}{tag}"] = r["agreement"]
     rows[name].append(row)
 columns = sorted({c for runs in rows.values() for r in runs for c in r}, key=lambda c: list(next(iter(rows.values()))[0]).index(c)
                  if c in next(iter(rows.values()))[0] else 99)
