@@ -6,7 +6,8 @@
 #   - `datagen bench noise`: distance to the seed and the reference's agreement at each noise scale.
 # Then one table: a row per variant, the numbers averaged over its trainings.
 # Usage: bash docs/generator-variants.sh OUT [name ...]   (env: DATASET, EPOCHS, SEEDS, REPEATS, SCALES, JOBS)
-# With names, only those variants run (the table covers every variant found in OUT); runs measured already are kept.
+# With names, only those variants run (the table covers every variant found in OUT); runs measured already are kept,
+# a stopped one is resumed from its checkpoint.
 set -euo pipefail
 OUT=${1:?give an output folder}; shift
 DATASET=${DATASET:-mnist-5k}; EPOCHS=${EPOCHS:-10}; SEEDS=${SEEDS:-1}; REPEATS=${REPEATS:-3}
@@ -36,6 +37,7 @@ VARIANTS=(  # name, then `datagen train` options; README "A generator that gener
   "feat10r10 --recipe mnist-cpu --set train.feature_recon_weight=10 --set train.recon_weight=10"  # ... with less pixel L1
   "ema99 --recipe mnist-cpu --set train.ema_decay=0.99"  # G's weights averaged for sampling
   "ema995 --recipe mnist-cpu --set train.ema_decay=0.995"
+  "mix64e20 --recipe mnist-cpu --epochs 20"  # today's mnist-cpu trained twice as long
 )
 export OMP_NUM_THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))
 wanted() { local w; for w in "${WANT[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }  # a name asked for
@@ -46,9 +48,15 @@ for variant in "${VARIANTS[@]}"; do
   for seed in $(seq 1 "$SEEDS"); do
     run=$OUT/$name-s$seed
     [ -e "$run.noise.json" ] && continue  # measured already: a rerun into the same OUT adds only what is missing
-    echo "datagen train $DATASET --epochs $EPOCHS --seed $seed --out $run $* > $run.train.log 2>&1 \
-      && datagen evaluate --run $run --split dev --labels-per-class 10 --repeats $REPEATS --arms real+gan+classic \
-         --json $run.dev.json > $run.eval.log 2>&1 \
+    epochs=$EPOCHS; prev=; for arg in "$@"; do [ "$prev" = --epochs ] && epochs=$arg; prev=$arg; done
+    if [ -e "$run/checkpoints/last.pt" ]; then  # a stopped training goes on where it was; a finished one returns at once
+      train="datagen train --resume --out $run --epochs $epochs"
+    else  # nothing saved yet: start again in an empty folder
+      train="rm -rf $run && datagen train $DATASET --epochs $EPOCHS --seed $seed --out $run $*"
+    fi
+    echo "$train > $run.train.log 2>&1 \
+      && { [ -e $run.dev.json ] || datagen evaluate --run $run --split dev --labels-per-class 10 --repeats $REPEATS \
+           --arms real+gan+classic --json $run.dev.json > $run.eval.log 2>&1; } \
       && datagen bench noise $run --scales $SCALES --per-class 100 --json $run.noise.json > $run.noise.log 2>&1"
   done
 done | xargs -P "$JOBS" -I{} bash -c '{}' || echo "some variants failed: see their .log files in $OUT"

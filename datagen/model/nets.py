@@ -19,15 +19,21 @@ from datagen.model.recipes import Layer, Recipe
 Shape = tuple[int, ...]  # without the batch axis: (C, H, W) or (F,)
 
 
+ACTIVATION_TYPES: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "lrelu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "softmax": nn.Softmax,
+}
+# Those applied unit by unit, whose outputs are a net's hidden features; softmax normalises across units.
+ELEMENTWISE_ACTIVATIONS = tuple(kind for name, kind in ACTIVATION_TYPES.items() if name != "softmax")
+
+
 def _activation(layer: Layer) -> nn.Module | None:
-    return {
-        "none": None,
-        "relu": nn.ReLU(),
-        "lrelu": nn.LeakyReLU(layer.slope),
-        "tanh": nn.Tanh(),
-        "sigmoid": nn.Sigmoid(),
-        "softmax": nn.Softmax(dim=1),
-    }[layer.act]
+    if layer.act == "none":
+        return None
+    if layer.act == "lrelu":
+        return nn.LeakyReLU(layer.slope)
+    if layer.act == "softmax":
+        return nn.Softmax(dim=1)
+    return ACTIVATION_TYPES[layer.act]()
 
 
 def _build_layer(layer: Layer, shape: Shape, where: str) -> tuple[list[nn.Module], Shape]:

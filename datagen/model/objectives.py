@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from datagen.model.latent import Model, kl_to_unit_gaussian
+from datagen.model.nets import ELEMENTWISE_ACTIVATIONS
 
 
 def real_logit(out: torch.Tensor) -> torch.Tensor:
@@ -51,9 +52,6 @@ def _selfexgan_forward(model: Model, x: torch.Tensor, z_n: torch.Tensor) -> dict
     return {"z_e": z_e, "x_hat": x_hat, "x_n": x_n, "z_hat": z_hat}
 
 
-_ACTIVATIONS = (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.Tanh, torch.nn.Sigmoid)  # where D1's features are read
-
-
 def _d1_batch(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor],
               hidden: list[torch.Tensor] | None = None) -> torch.Tensor:
     """D1 on x, x_hat and x_n in one call (x_n left out when its weight is 0), in both steps alike.
@@ -67,7 +65,7 @@ def _d1_batch(model: Model, x: torch.Tensor, f: dict[str, torch.Tensor],
     layers = list(model.nets.d1)
     for i, layer in enumerate(layers):
         batch = layer(batch)
-        if isinstance(layer, _ACTIVATIONS) and i < len(layers) - 1:
+        if isinstance(layer, ELEMENTWISE_ACTIVATIONS) and i < len(layers) - 1:
             hidden.append(batch)
     return batch
 
